@@ -1,0 +1,28 @@
+/* log.h: leveled logging as text or JSON lines to stderr; never given secrets or payloads. */
+#ifndef PB_COMMON_LOG_H
+#define PB_COMMON_LOG_H
+
+#include <stdarg.h>
+
+typedef enum { PBLOG_ERROR = 0, PBLOG_WARN = 1, PBLOG_INFO = 2, PBLOG_DEBUG = 3 } pblog_level_t;
+typedef enum { PBLOG_TEXT = 0, PBLOG_JSON = 1 } pblog_format_t;
+
+/* Process-wide settings; call before threads start. */
+void pblog_setup(pblog_level_t level, pblog_format_t format, const char *program);
+pblog_level_t pblog_level(void);
+
+/* Logs an event: `event` is a short stable identifier ("socket.refused"), fmt the human text.
+ * Thread-safe: one write(2) per line. */
+void pblog(pblog_level_t level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap);
+
+int pblog_level_parse(const char *s, pblog_level_t *out);
+int pblog_format_parse(const char *s, pblog_format_t *out);
+
+#define PBLOG_E(ev, ...) pblog(PBLOG_ERROR, ev, __VA_ARGS__)
+#define PBLOG_W(ev, ...) pblog(PBLOG_WARN, ev, __VA_ARGS__)
+#define PBLOG_I(ev, ...) pblog(PBLOG_INFO, ev, __VA_ARGS__)
+#define PBLOG_D(ev, ...) \
+    do { if (pblog_level() >= PBLOG_DEBUG) pblog(PBLOG_DEBUG, ev, __VA_ARGS__); } while (0)
+
+#endif

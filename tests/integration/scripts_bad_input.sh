@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The rig's scripts fail fast with a one-line error that says what to do: an unwritable certificate
+# directory, a port in use, no Java, no Maven, a broker that cannot start. Needs the fixture broker
+# (for a port that is in use) and its cached jars.
+set -u
+src=${PB_SOURCE_DIR:?}
+. "${PB_LOCAL_DIR:?}/broker.env"
+pass=0 fail=0
+tmp=$(mktemp -d)
+trap 'PB_LOCAL_DIR="$tmp/local" "$src/scripts/kafka-local.sh" stop >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+
+# check NAME EXPECTED_SUBSTRING CMD...: CMD must exit non-zero within 120 s and print the substring.
+check() {
+  local name=$1 want=$2; shift 2
+  local out rc
+  out=$(timeout 120 "$@" 2>&1); rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qF -- "$want" <<<"$out"; then
+    echo "ok   $name"; pass=$((pass + 1))
+  else
+    echo "FAIL $name (exit $rc; wanted '$want')"; printf '%s\n' "$out" | tail -n 5 | sed 's/^/     /'
+    fail=$((fail + 1))
+  fi
+}
+
+# A PATH with the tools the scripts use, minus the ones named.
+path_without() {
+  local d="$tmp/bin-$1" t
+  mkdir -p "$d"
+  for t in bash cc gcc ld as collect2 pkg-config openssl ss mvn java setsid head base64 tr sed cat tail grep seq \
+           mkdir rm chmod touch dirname mktemp id kill sleep timeout; do
+    case " $* " in *" $t "*) continue ;; esac
+    command -v "$t" >/dev/null && ln -sf "$(command -v "$t")" "$d/$t"
+  done
+  echo "$d"
+}
+
+mkdir -p "$tmp/ro"; chmod 0500 "$tmp/ro"
+if [ "$(id -u)" -eq 0 ]; then
+  # root ignores mode bits: use a path below a regular file instead.
+  touch "$tmp/file"
+  check gen-certs.unwritable-dir "cannot write to" "$src/scripts/gen-certs.sh" "$tmp/file/certs"
+else
+  check gen-certs.unwritable-dir "cannot write to" "$src/scripts/gen-certs.sh" "$tmp/ro/certs"
+fi
+
+port=${PB_BOOTSTRAP##*:}
+check kafka-local.port-in-use "port $port (PB_KAFKA_PORT) is in use" \
+  env PB_LOCAL_DIR="$tmp/local" PB_KAFKA_PORT="$port" "$src/scripts/kafka-local.sh" start
+
+check kafka-local.no-java "Java not found: run scripts/setup.sh" \
+  env PATH="$(path_without nojava java)" PB_LOCAL_DIR="$tmp/local" "$src/scripts/kafka-local.sh" start
+
+check kafka-local.no-maven "Maven (mvn) not found: run scripts/setup.sh" \
+  env PATH="$(path_without nomvn mvn)" PB_LOCAL_DIR="$tmp/local" PB_KAFKA_CACHE="$tmp/empty-cache" \
+  "$src/scripts/kafka-local.sh" start
+
+check kafka-local.broker-does-not-come-up "did not listen on port" \
+  env PB_LOCAL_DIR="$tmp/local" PB_KAFKA_START_TIMEOUT=1 "$src/scripts/kafka-local.sh" start
+
+echo "scripts: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
