@@ -14,7 +14,7 @@ pblog_level_t pblog_level(void);
 /* Logs an event: `event` is a short stable identifier ("socket.refused"), fmt the human text.
  * Thread-safe: one write(2) per line. */
 void pblog(pblog_level_t level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap);
+void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
 int pblog_level_parse(const char *s, pblog_level_t *out);
 int pblog_format_parse(const char *s, pblog_format_t *out);

@@ -1,0 +1,49 @@
+/* kafka_policy.c: which librdkafka properties a `kafka.<property>` pass-through may never set, and why. */
+#include "common/tls.h"
+
+#include <string.h>
+#include <strings.h>
+
+typedef struct pbtls_denied {
+    const char *name; /* exact property name, or a prefix when prefix is set */
+    int prefix;
+    const char *reason;
+} pbtls_denied_t;
+
+#define PBTLS_TLS_KEYS "TLS is always on and verified; set TLS material with the tls.* keys"
+
+/* One table: security.protocol and every ssl/sasl knob would let a config turn TLS, certificate or
+ * host-name verification off, or swap our material; the delivery keys would break the spool's
+ * "removed only once the broker has it" promise. Matched case-insensitively, exact names before the prefixes
+ * that cover them. */
+static const pbtls_denied_t pbtls_denied[] = {
+    {"security.protocol", 0, "TLS is always on: security.protocol is always ssl"},
+    {"ssl.endpoint.identification.algorithm", 0, "broker host-name verification cannot be turned off"},
+    {"ssl.", 1, PBTLS_TLS_KEYS},
+    {"ssl_", 1, PBTLS_TLS_KEYS},
+    {"enable.ssl.certificate.verification", 0, "broker certificate verification cannot be turned off"},
+    {"sasl.", 1, "predbridge authenticates with the TLS client certificate, not SASL"},
+    {"sasl_", 1, "predbridge authenticates with the TLS client certificate, not SASL"},
+    {"enable.sasl.oauthbearer.unsecure.jwt", 0, "unsigned tokens are never accepted"},
+    {"https.", 1, PBTLS_TLS_KEYS},
+    {"bootstrap.servers", 0, "use the bootstrap.servers key"},
+    {"metadata.broker.list", 0, "use the bootstrap.servers key"},
+    {"enable.idempotence", 0, "predbridged always uses acks=all with idempotence"},
+    {"acks", 0, "predbridged always uses acks=all with idempotence"},
+    {"request.required.acks", 0, "predbridged always uses acks=all with idempotence"},
+    {"delivery.report.only.error", 0, "the spool needs a delivery report for every message"},
+    {"transactional.id", 0, "predbridged's producer is idempotent, not transactional"},
+    {"plugin.library.paths", 0, "loads code into the process"},
+    {"internal.termination.signal", 0, "predbridged owns its signal handling"},
+};
+
+const char *pbtls_denied_kafka_property(const char *property) {
+    if (!property) return NULL;
+    for (size_t i = 0; i < sizeof pbtls_denied / sizeof pbtls_denied[0]; i++) {
+        const pbtls_denied_t *d = &pbtls_denied[i];
+        int hit = d->prefix ? strncasecmp(property, d->name, strlen(d->name)) == 0
+                            : strcasecmp(property, d->name) == 0;
+        if (hit) return d->reason;
+    }
+    return NULL;
+}

@@ -1,0 +1,495 @@
+/* record.c: validates one prediction (a JSON object) and builds the envelope predbridged publishes. */
+#include "common/record.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define PBREC_FIELD_MODEL_VERSION "model_version"
+#define PBREC_FIELD_TIMESTAMP "timestamp"
+
+const char *pbrec_status_name(pbrec_status_t st) {
+    switch (st) {
+    case PBREC_OK:
+        return "ok";
+    case PBREC_NOT_JSON:
+        return "not_json";
+    case PBREC_NOT_OBJECT:
+        return "not_object";
+    case PBREC_INVALID_UTF8:
+        return "invalid_utf8";
+    case PBREC_MISSING_FIELD:
+        return "missing_field";
+    case PBREC_BAD_FIELD:
+        return "bad_field";
+    case PBREC_TOO_LARGE:
+        return "too_large";
+    }
+    return "unknown";
+}
+
+__attribute__((format(printf, 3, 4))) static void pbrec_reason(char *reason, size_t reason_size,
+                                                               const char *fmt, ...) {
+    if (!reason || reason_size == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, reason_size, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Strict UTF-8 check (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). jansson
+ * checks too, but it stops at the first error of any kind; checking first makes the status
+ * deterministic ("invalid_utf8" whenever the bytes are not UTF-8) and gives the exact offset.
+ * Returns the offset of the first bad sequence, or len if all is well.
+ */
+static size_t pbrec_utf8_bad_offset(const unsigned char *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0) lo = 0xA0; /* overlong */
+            if (c == 0xED) hi = 0x9F; /* UTF-16 surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0) lo = 0x90; /* overlong */
+            if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return i; /* continuation byte, overlong C0/C1, or F5..FF */
+        }
+        if (len - i - 1 < need) return i;
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (size_t k = 2; k <= need; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+        i += need + 1;
+    }
+    return len;
+}
+
+/* Our own words for jansson's errors: its error text quotes the offending token ("near '...'"),
+ * which is payload and must not reach acks or logs. */
+static const char *pbrec_json_error_text(const json_error_t *err) {
+    switch (json_error_code(err)) {
+    case json_error_out_of_memory:
+        return "out of memory";
+    case json_error_stack_overflow:
+        return "nesting too deep";
+    case json_error_invalid_utf8:
+        return "invalid UTF-8";
+    case json_error_premature_end_of_input:
+        return "unexpected end of input";
+    case json_error_end_of_input_expected:
+        return "unexpected data after the JSON value";
+    case json_error_invalid_syntax:
+        return "invalid syntax";
+    case json_error_null_character:
+        return "\\u0000 in a string is not supported";
+    case json_error_null_byte_in_key:
+        return "\\u0000 in an object key is not supported";
+    case json_error_duplicate_key:
+        return "duplicate object key";
+    case json_error_numeric_overflow:
+        return "number out of range";
+    default:
+        return "invalid JSON";
+    }
+}
+
+static const char *pbrec_type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "an unknown type";
+}
+
+/* Parses a JSON string value as a timestamp; embedded NULs (possible only with JSON_ALLOW_NUL) fail. */
+static int pbrec_json_time(const json_t *v, int64_t *unix_ms) {
+    if (!json_is_string(v)) return -1;
+    const char *s = json_string_value(v);
+    if (strlen(s) != json_string_length(v)) return -1;
+    return pbrec_parse_time(s, unix_ms);
+}
+
+pbrec_status_t pbrec_validate(const char *data, size_t len, const char *const *required, size_t n_required,
+                              json_t **out, char *reason, size_t reason_size) {
+    pbrec_status_t st = PBREC_OK;
+    json_t *obj = NULL;
+    json_error_t err;
+
+    *out = NULL;
+    if (reason && reason_size > 0) reason[0] = '\0';
+
+    size_t bad = pbrec_utf8_bad_offset((const unsigned char *)data, len);
+    if (bad < len) {
+        st = PBREC_INVALID_UTF8;
+        pbrec_reason(reason, reason_size, "invalid UTF-8 at byte offset %zu", bad);
+        goto out;
+    }
+
+    /* JSON_DECODE_ANY so that a scalar top level parses and is reported as not_object rather than
+     * not_json; JSON_ALLOW_NUL is deliberately off: consumers parsing with jansson's defaults would
+     * fail on \u0000, so it is refused here, at the door, with a clear reason. */
+    obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    if (!obj) {
+        st = json_error_code(&err) == json_error_invalid_utf8 ? PBREC_INVALID_UTF8 : PBREC_NOT_JSON;
+        if (err.line > 1)
+            pbrec_reason(reason, reason_size, "not JSON: %s at line %d, column %d",
+                         pbrec_json_error_text(&err), err.line, err.column);
+        else
+            pbrec_reason(reason, reason_size, "not JSON: %s at column %d", pbrec_json_error_text(&err),
+                         err.column);
+        goto out;
+    }
+    if (!json_is_object(obj)) {
+        st = PBREC_NOT_OBJECT;
+        pbrec_reason(reason, reason_size, "not a JSON object: got %s", pbrec_type_name(obj));
+        goto out;
+    }
+
+    for (size_t i = 0; i < n_required; i++) {
+        json_t *v = json_object_get(obj, required[i]);
+        if (!v || json_is_null(v)) {
+            st = PBREC_MISSING_FIELD;
+            pbrec_reason(reason, reason_size, "missing required field '%s'%s", required[i],
+                         v ? " (null)" : "");
+            goto out;
+        }
+    }
+
+    /* Present means the key exists: a null here is a wrong type, not an absent field. */
+    json_t *mv = json_object_get(obj, PBREC_FIELD_MODEL_VERSION);
+    if (mv && (!json_is_string(mv) || json_string_length(mv) == 0)) {
+        st = PBREC_BAD_FIELD;
+        pbrec_reason(reason, reason_size, "field '%s' must be a non-empty string, got %s",
+                     PBREC_FIELD_MODEL_VERSION, json_is_string(mv) ? "an empty string" : pbrec_type_name(mv));
+        goto out;
+    }
+
+    json_t *ts = json_object_get(obj, PBREC_FIELD_TIMESTAMP);
+    int64_t ts_ms = 0;
+    if (ts && pbrec_json_time(ts, &ts_ms) != 0) {
+        st = PBREC_BAD_FIELD;
+        pbrec_reason(reason, reason_size, "field '%s' must be an RFC 3339 date-time string",
+                     PBREC_FIELD_TIMESTAMP);
+        goto out;
+    }
+    /* Kafka rejects negative timestamps on the broker, long after the record was acknowledged. */
+    if (ts && ts_ms < 0) {
+        st = PBREC_BAD_FIELD;
+        pbrec_reason(reason, reason_size, "field '%s' is before 1970-01-01T00:00:00Z", PBREC_FIELD_TIMESTAMP);
+        goto out;
+    }
+
+out:
+    if (st == PBREC_OK)
+        *out = obj;
+    else
+        json_decref(obj);
+    return st;
+}
+
+/* Floor division, so that times before the epoch still round towards the past. */
+static int64_t pbrec_floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+void pbrec_format_time(int64_t unix_ns, char *out, size_t out_size) {
+    if (!out || out_size == 0) return;
+    out[0] = '\0';
+    int64_t ms_total = pbrec_floor_div(unix_ns, 1000000);
+    time_t secs = (time_t)pbrec_floor_div(ms_total, 1000);
+    int ms = (int)(ms_total - (int64_t)secs * 1000);
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm)) return;
+    int n = snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    if (n < 0 || (size_t)n >= out_size) out[0] = '\0'; /* never hand out a truncated timestamp */
+}
+
+static bool pbrec_is_leap(int64_t y) {
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int pbrec_days_in_month(int64_t y, int m) {
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m == 2 && pbrec_is_leap(y) ? 29 : days[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t pbrec_days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* Reads exactly n decimal digits. */
+static int pbrec_digits(const char **p, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9') return -1;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+static int pbrec_expect(const char **p, char c) {
+    if (**p != c) return -1;
+    (*p)++;
+    return 0;
+}
+
+/*
+ * RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM), 'T' and 'Z' in either case.
+ * Leap seconds (:60) are refused: they cannot be told apart from a typo without a leap-second
+ * table, and Kafka timestamps (ms since the epoch) cannot represent them anyway. Fractions beyond
+ * milliseconds are truncated.
+ */
+int pbrec_parse_time(const char *s, int64_t *unix_ms) {
+    int year, mon, day, hour, min, sec, oh = 0, om = 0;
+    int64_t frac_ms = 0;
+    const char *p = s;
+
+    if (!s || !unix_ms) return -1;
+    if (pbrec_digits(&p, 4, &year) || pbrec_expect(&p, '-') || pbrec_digits(&p, 2, &mon) ||
+        pbrec_expect(&p, '-') || pbrec_digits(&p, 2, &day))
+        return -1;
+    if (*p != 'T' && *p != 't') return -1;
+    p++;
+    if (pbrec_digits(&p, 2, &hour) || pbrec_expect(&p, ':') || pbrec_digits(&p, 2, &min) ||
+        pbrec_expect(&p, ':') || pbrec_digits(&p, 2, &sec))
+        return -1;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 3) frac_ms = frac_ms * 10 + (*p - '0');
+        if (n == 0) return -1;
+        for (; n < 3; n++)
+            frac_ms *= 10;
+    }
+    int sign = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '+' ? 1 : -1;
+        p++;
+        if (pbrec_digits(&p, 2, &oh) || pbrec_expect(&p, ':') || pbrec_digits(&p, 2, &om)) return -1;
+    } else {
+        return -1;
+    }
+    if (*p != '\0') return -1;
+
+    if (mon < 1 || mon > 12 || day < 1 || day > pbrec_days_in_month(year, mon)) return -1;
+    if (hour > 23 || min > 59 || sec > 59 || oh > 23 || om > 59) return -1;
+
+    int64_t secs = pbrec_days_from_civil(year, mon, day) * 86400 + hour * 3600 + min * 60 + sec;
+    secs -= sign * (oh * 3600 + om * 60); /* local time = UTC + offset */
+    *unix_ms = secs * 1000 + frac_ms;
+    return 0;
+}
+
+int pbrec_new_id(char out[PBREC_ID_LEN + 1]) {
+    unsigned char b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40); /* version 4: random */
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80); /* variant 10: RFC 4122 */
+
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (size_t i = 0; i < sizeof b; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 0x0F];
+    }
+    *o = '\0';
+    return 0;
+}
+
+/* The record key: a string's bytes, or a number's JSON text; NULL when absent. */
+static int pbrec_key(json_t *obj, const char *key_field, char **key, size_t *key_len, char *reason,
+                     size_t reason_size) {
+    json_t *v = key_field ? json_object_get(obj, key_field) : NULL;
+    if (!v) return 0;
+
+    char *k = NULL;
+    size_t klen = 0;
+    if (json_is_string(v)) {
+        klen = json_string_length(v);
+        k = malloc(klen + 1);
+        if (k) {
+            memcpy(k, json_string_value(v), klen);
+            k[klen] = '\0';
+        }
+    } else if (json_is_number(v)) {
+        /* The same text jansson writes into the value, so key and payload agree. */
+        k = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (k) klen = strlen(k);
+    } else {
+        pbrec_reason(reason, reason_size, "key field '%s' must be a string or number, got %s", key_field,
+                     pbrec_type_name(v));
+        return -1;
+    }
+    if (!k) {
+        pbrec_reason(reason, reason_size, "out of memory");
+        return -1;
+    }
+    *key = k;
+    *key_len = klen;
+    return 0;
+}
+
+/* The record's bytes: the producer's own text with `"timestamp":"..."` inserted before the object's
+ * closing brace when it was absent (raw != NULL), or obj re-serialised (raw == NULL). */
+static char *envelope_value(json_t *obj, const char *raw, size_t raw_len, const char *added_ts, size_t *out_len) {
+    if (!raw) {
+        char *v = json_dumps(obj, JSON_COMPACT);
+        if (v) *out_len = strlen(v); /* jansson escapes U+0000, so the text has no NUL */
+        return v;
+    }
+    size_t end = raw_len;
+    while (end > 0 && (raw[end - 1] == ' ' || raw[end - 1] == '\t' || raw[end - 1] == '\r' || raw[end - 1] == '\n'))
+        end--;
+    if (end == 0 || raw[end - 1] != '}') return NULL; /* validated input always ends with '}' */
+    size_t start = 0;
+    while (start < end && (raw[start] == ' ' || raw[start] == '\t' || raw[start] == '\r')) start++;
+    if (!added_ts) {
+        char *v = malloc(end - start);
+        if (v) memcpy(v, raw + start, end - start);
+        *out_len = end - start;
+        return v;
+    }
+    char ins[64];
+    int n = snprintf(ins, sizeof ins, "%s\"%s\":\"%s\"", json_object_size(obj) > 1 ? "," : "", PBREC_FIELD_TIMESTAMP,
+                     added_ts);
+    size_t body = end - 1 - start; /* up to, not including, the closing brace */
+    char *v = malloc(body + (size_t)n + 1);
+    if (!v) return NULL;
+    memcpy(v, raw + start, body);
+    memcpy(v + body, ins, (size_t)n);
+    v[body + (size_t)n] = '}';
+    *out_len = body + (size_t)n + 1;
+    return v;
+}
+
+static int envelope(json_t *obj, const char *raw, size_t raw_len, int64_t now_ns, const char *key_field, char **value,
+                    size_t *value_len, char **key, size_t *key_len, int64_t *timestamp_ms, char *reason,
+                    size_t reason_size);
+
+int pbrec_envelope(json_t *obj, int64_t now_ns, const char *key_field, char **value, size_t *value_len,
+                   char **key, size_t *key_len, int64_t *timestamp_ms, char *reason, size_t reason_size) {
+    return envelope(obj, NULL, 0, now_ns, key_field, value, value_len, key, key_len, timestamp_ms, reason,
+                    reason_size);
+}
+
+int pbrec_envelope_raw(json_t *obj, const char *raw, size_t raw_len, int64_t now_ns, const char *key_field,
+                       char **value, size_t *value_len, char **key, size_t *key_len, int64_t *timestamp_ms,
+                       char *reason, size_t reason_size) {
+    return envelope(obj, raw, raw_len, now_ns, key_field, value, value_len, key, key_len, timestamp_ms, reason,
+                    reason_size);
+}
+
+static int envelope(json_t *obj, const char *raw, size_t raw_len, int64_t now_ns, const char *key_field, char **value,
+                    size_t *value_len, char **key, size_t *key_len, int64_t *timestamp_ms, char *reason,
+                    size_t reason_size) {
+    int rc = -1;
+    char *k = NULL;
+    size_t klen = 0;
+    int64_t ts_ms = 0;
+
+    *value = NULL;
+    *value_len = 0;
+    *key = NULL;
+    *key_len = 0;
+    if (reason && reason_size > 0) reason[0] = '\0';
+
+    if (!json_is_object(obj)) {
+        pbrec_reason(reason, reason_size, "not a JSON object");
+        goto out;
+    }
+    /* Everything that can be refused is checked before obj is modified. */
+    if (pbrec_key(obj, key_field, &k, &klen, reason, reason_size) != 0) goto out;
+
+    char added[32] = "";
+    json_t *ts = json_object_get(obj, PBREC_FIELD_TIMESTAMP);
+    if (ts) {
+        if (pbrec_json_time(ts, &ts_ms) != 0) {
+            pbrec_reason(reason, reason_size, "field '%s' must be an RFC 3339 date-time string",
+                         PBREC_FIELD_TIMESTAMP);
+            goto out;
+        }
+    } else {
+        char buf[32];
+        pbrec_format_time(now_ns, buf, sizeof buf);
+        /* Derived from the text, so that the Kafka timestamp and the field always agree. */
+        if (buf[0] == '\0' || pbrec_parse_time(buf, &ts_ms) != 0) {
+            pbrec_reason(reason, reason_size, "cannot represent the current time");
+            goto out;
+        }
+        if (json_object_set_new(obj, PBREC_FIELD_TIMESTAMP, json_string(buf)) != 0) {
+            pbrec_reason(reason, reason_size, "out of memory");
+            goto out;
+        }
+        memcpy(added, buf, sizeof added);
+    }
+
+    size_t vlen = 0;
+    char *v = envelope_value(obj, raw, raw_len, added[0] ? added : NULL, &vlen);
+    if (!v) {
+        pbrec_reason(reason, reason_size, raw ? "not a single JSON object" : "out of memory");
+        goto out;
+    }
+    *value = v;
+    *value_len = vlen;
+    *key = k;
+    *key_len = klen;
+    *timestamp_ms = ts_ms;
+    k = NULL;
+    rc = 0;
+
+out:
+    free(k);
+    return rc;
+}
