@@ -1,13 +1,36 @@
-/* main.c: the predbridge command-line tool. */
+/* main.c: the predbridge command-line tool: dispatches to its subcommands. */
+#include "cli.h"
+
 #include <predbridge/version.h>
 #include <stdio.h>
 #include <string.h>
 
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: predbridge <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  send      write predictions (NDJSON) into predbridged's socket, optionally with acknowledgements\n"
+            "\n"
+            "Run 'predbridge <command> --help' for a command's options.\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "send")) return pbcli_send(argc - 1, argv + 1);
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("predbridge %s\n", pb_version_str());
         return 0;
     }
-    fprintf(stderr, "predbridge: not yet usable\n");
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "predbridge: unknown command '%s'\n", cmd);
+    usage(stderr);
     return 2;
 }

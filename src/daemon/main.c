@@ -1,12 +1,142 @@
-/* main.c: predbridged's command line; the only place that decides to exit. */
+/* main.c: predbridged's command line and start-up; the only place that decides to exit. */
+#include "common/config.h"
+#include "common/log.h"
+#include "common/props.h"
+#include "common/tls.h"
+#include "server.h"
+
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: predbridged --config FILE [-o key=value]... [--check-config]\n"
+            "\n"
+            "Reads predictions (one JSON object per line) from a local UNIX socket and publishes\n"
+            "them to Kafka over TLS 1.3 with a client certificate.\n"
+            "\n"
+            "  -c, --config FILE     configuration file (key = value; see config/predbridged.conf)\n"
+            "  -o key=value          override one configuration key (repeatable; never put\n"
+            "                        secrets here: passphrases come from files)\n"
+            "      --check-config    validate the configuration and the TLS material, then exit\n"
+            "      --config-reference  print every configuration key with its default, then exit\n"
+            "  -V, --version         print the version\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop accepting, deliver what is queued (producer.flush_timeout_ms),\n"
+            "and exit 0.\n");
+}
+
+static void warn_cb(void *ctx, const char *message) {
+    (void)ctx;
+    PBLOG_W("tls.material", "%s", message);
+}
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
-        printf("predbridged %s\n", PB_VERSION_STRING);
-        return 0;
+    const char *config_path = NULL;
+    int check_only = 0, exit_code = 1;
+    char errstr[1024];
+    props_t *props = props_new();
+    pbd_config_t cfg;
+    int have_cfg = 0;
+    pbd_server_t *server = NULL;
+    if (!props) {
+        fprintf(stderr, "predbridged: out of memory\n");
+        return 1;
     }
-    fprintf(stderr, "predbridged: not yet usable\n");
-    return 2;
+    enum { OPT_CHECK = 256, OPT_REFERENCE };
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check-config", no_argument, NULL, OPT_CHECK},
+                                         {"config-reference", no_argument, NULL, OPT_REFERENCE},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    /* Overrides are applied after the file, in order: collect them first. */
+    const char **overrides = calloc((size_t)argc, sizeof *overrides);
+    size_t n_overrides = 0;
+    if (!overrides) goto out;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:o:Vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'o': overrides[n_overrides++] = optarg; break;
+        case OPT_CHECK: check_only = 1; break;
+        case OPT_REFERENCE:
+            pbd_config_write_reference(stdout);
+            exit_code = 0;
+            goto out;
+        case 'V':
+            printf("predbridged %s\n", PB_VERSION_STRING);
+            exit_code = 0;
+            goto out;
+        case 'h':
+            usage(stdout);
+            exit_code = 0;
+            goto out;
+        default: usage(stderr); exit_code = 2; goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "predbridged: unexpected argument '%s' (see --help)\n", argv[optind]);
+        exit_code = 2;
+        goto out;
+    }
+    if (!config_path) {
+        fprintf(stderr, "predbridged: --config FILE is required (see --help)\n");
+        exit_code = 2;
+        goto out;
+    }
+    if (props_load_file(props, config_path, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "predbridged: %s\n", errstr);
+        goto out;
+    }
+    for (size_t i = 0; i < n_overrides; i++) {
+        if (props_set_override(props, overrides[i], "-o", errstr, sizeof errstr) != 0) {
+            fprintf(stderr, "predbridged: %s\n", errstr);
+            goto out;
+        }
+    }
+    if (pbd_config_load(&cfg, props, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "predbridged: %s\n", errstr);
+        goto out;
+    }
+    have_cfg = 1;
+    pblog_setup(cfg.log_level, cfg.log_format, "predbridged");
+
+    if (pbtls_policy_init(errstr, sizeof errstr) != 0) {
+        PBLOG_E("tls.policy", "refusing to start: %s", errstr);
+        goto out;
+    }
+    pbtls_cert_info_t info;
+    if (pbtls_check_material(&cfg.tls, time(NULL), &info, warn_cb, NULL, errstr, sizeof errstr) != 0) {
+        PBLOG_E("tls.material", "refusing to start: %s", errstr);
+        goto out;
+    }
+    char until[32];
+    struct tm tm;
+    gmtime_r(&info.not_after, &tm);
+    strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (check_only) {
+        printf("predbridged: configuration OK: %s; client certificate CN=%s valid until %s; %zu broker pin(s)\n",
+               config_path, info.common_name, until, cfg.tls.pin_count);
+        exit_code = 0;
+        goto out;
+    }
+    PBLOG_I("tls.material", "client certificate CN=%s (serial %s) valid until %s", info.common_name, info.serial, until);
+
+    server = pbd_server_new(&cfg, info.common_name, errstr, sizeof errstr);
+    if (!server) {
+        PBLOG_E("start", "refusing to start: %s", errstr);
+        goto out;
+    }
+    exit_code = pbd_server_run(server) == 0 ? 0 : 1;
+out:
+    pbd_server_free(server);
+    if (have_cfg) pbd_config_free(&cfg);
+    props_free(props);
+    free(overrides);
+    return exit_code;
 }

@@ -252,3 +252,256 @@ int itest_auth_log_count(const char *needle) {
     fclose(f);
     return n;
 }
+
+/* ---- predbridged under test ---- */
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+void itest_daemon_config(itest_daemon_t *d, const char *topic, const char *extra_lines) {
+    memset(d, 0, sizeof *d);
+    d->pid = -1;
+    snprintf(d->dir, sizeof d->dir, "/tmp/pbit-XXXXXX");
+    if (!mkdtemp(d->dir)) die("mkdtemp: %s", strerror(errno));
+    snprintf(d->config, sizeof d->config, "%s/predbridged.conf", d->dir);
+    snprintf(d->socket_path, sizeof d->socket_path, "%s/predbridged.sock", d->dir);
+    snprintf(d->log_path, sizeof d->log_path, "%s/predbridged.log", d->dir);
+    snprintf(d->topic, sizeof d->topic, "%s", topic);
+    FILE *f = fopen(d->config, "w");
+    if (!f) die("cannot write %s: %s", d->config, strerror(errno));
+    const itest_env_t *e = itest_env();
+    int has = extra_lines != NULL;
+#define KEY_SET(k) (has && (strstr(extra_lines, k " =") == extra_lines || strstr(extra_lines, "\n" k " =")))
+    fprintf(f, "# written by itest_daemon_config\n");
+    if (!KEY_SET("socket.path")) fprintf(f, "socket.path = %s\n", d->socket_path);
+    if (!KEY_SET("bootstrap.servers")) fprintf(f, "bootstrap.servers = %s\n", e->bootstrap);
+    if (!KEY_SET("topic")) fprintf(f, "topic = %s\n", topic);
+    if (!KEY_SET("tls.ca")) fprintf(f, "tls.ca = %s/ca.crt\n", e->cert_dir);
+    if (!KEY_SET("tls.cert")) fprintf(f, "tls.cert = %s/predbridged.crt\n", e->cert_dir);
+    if (!KEY_SET("tls.key")) fprintf(f, "tls.key = %s/predbridged.key\n", e->cert_dir);
+    if (!KEY_SET("log.level")) fprintf(f, "log.level = info\n");
+#undef KEY_SET
+    if (extra_lines) fprintf(f, "%s\n", extra_lines);
+    fclose(f);
+}
+
+static const char *daemon_path(void) {
+    static char p[1200];
+    const char *b = getenv("PB_BUILD_DIR");
+    if (!b) die("PB_BUILD_DIR is not set");
+    snprintf(p, sizeof p, "%s/src/daemon/predbridged", b);
+    return p;
+}
+
+int itest_connect(const char *socket_path) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(socket_path) >= sizeof sa.sun_path) return -1;
+    memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int itest_write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Waits for an inotify event on fd until deadline. Returns 1 if one came. */
+static int wait_inotify(int ifd, int64_t deadline) {
+    int64_t left = deadline - itest_now_ms();
+    if (left <= 0) return 0;
+    struct pollfd p = {.fd = ifd, .events = POLLIN};
+    int n = poll(&p, 1, (int)(left > 500 ? 500 : left)); /* re-check state at least twice a second */
+    if (n > 0) {
+        char buf[4096];
+        while (read(ifd, buf, sizeof buf) > 0) {
+        }
+    }
+    return n > 0;
+}
+
+int itest_daemon_start(itest_daemon_t *d, int *status) {
+    int ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (ifd < 0 || inotify_add_watch(ifd, d->dir, IN_CREATE | IN_ATTRIB | IN_MODIFY) < 0) die("inotify: %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Dies with the test, and holds none of the test's pipes open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(daemon_path(), "predbridged", "--config", d->config, (char *)NULL);
+        _exit(127);
+    }
+    d->pid = pid;
+    int64_t deadline = itest_now_ms() + 30000;
+    int rc = -1;
+    while (itest_now_ms() < deadline) {
+        int fd = itest_connect(d->socket_path);
+        if (fd >= 0) {
+            close(fd);
+            rc = 0;
+            break;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            d->pid = -1;
+            if (status) *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            break;
+        }
+        wait_inotify(ifd, deadline);
+    }
+    close(ifd);
+    return rc;
+}
+
+int itest_daemon_run(const char *args, char *out, size_t out_size) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", daemon_path(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) die("popen: %s", strerror(errno));
+    size_t n = fread(out, 1, out_size - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int itest_daemon_stop(itest_daemon_t *d, int timeout_ms) {
+    if (d->pid <= 0) return -1;
+    kill(d->pid, SIGTERM);
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    /* A pidfd would let us poll; waitpid with WNOHANG plus the log's inotify keeps it event-driven enough. */
+    int ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    inotify_add_watch(ifd, d->log_path, IN_MODIFY | IN_CLOSE_WRITE);
+    int status = -1;
+    while (itest_now_ms() < deadline) {
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            d->pid = -1;
+            break;
+        }
+        wait_inotify(ifd, deadline);
+    }
+    close(ifd);
+    if (d->pid > 0) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+        d->pid = -1;
+    }
+    return status;
+}
+
+static int file_contains(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[8192];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+int itest_daemon_log_wait(itest_daemon_t *d, const char *needle, int timeout_ms) {
+    int ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    inotify_add_watch(ifd, d->log_path, IN_MODIFY);
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    int found = file_contains(d->log_path, needle);
+    while (!found && itest_now_ms() < deadline) {
+        wait_inotify(ifd, deadline);
+        found = file_contains(d->log_path, needle);
+    }
+    close(ifd);
+    return found;
+}
+
+static void header_copy(rd_kafka_headers_t *h, const char *name, char *out, size_t size) {
+    const void *v;
+    size_t n;
+    out[0] = '\0';
+    if (h && rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (n >= size) n = size - 1;
+        memcpy(out, v, n);
+        out[n] = '\0';
+    }
+}
+
+itest_record_t *itest_consume(const char *topic, size_t want, int timeout_ms, size_t *n) {
+    char errstr[512], group[128];
+    rd_kafka_conf_t *conf = itest_conf(itest_env()->bootstrap, "predbridge-consumer");
+    snprintf(group, sizeof group, "itest-%d-%lld", (int)getpid(), (long long)itest_now_ms());
+    itest_set(conf, "group.id", group);
+    itest_set(conf, "auto.offset.reset", "earliest");
+    itest_set(conf, "enable.auto.commit", "false");
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) die("consumer: %s", errstr);
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
+    if (rd_kafka_subscribe(rk, sub)) die("subscribe %s failed", topic);
+    rd_kafka_topic_partition_list_destroy(sub);
+    size_t cap = want ? want : 16, cnt = 0;
+    itest_record_t *out = calloc(cap, sizeof *out);
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    while (cnt < want && itest_now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m) continue;
+        if (!m->err) {
+            if (cnt == cap) out = realloc(out, (cap *= 2) * sizeof *out);
+            itest_record_t *r = &out[cnt++];
+            memset(r, 0, sizeof *r);
+            r->value = malloc(m->len + 1);
+            memcpy(r->value, m->payload, m->len);
+            r->value[m->len] = '\0';
+            r->value_len = m->len;
+            if (m->key) {
+                r->key = malloc(m->key_len + 1);
+                memcpy(r->key, m->key, m->key_len);
+                r->key[m->key_len] = '\0';
+            }
+            r->partition = m->partition;
+            r->offset = m->offset;
+            r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
+            rd_kafka_headers_t *h = NULL;
+            rd_kafka_message_headers(m, &h);
+            header_copy(h, "content-type", r->content_type, sizeof r->content_type);
+            header_copy(h, "pb-id", r->id, sizeof r->id);
+            header_copy(h, "pb-producer", r->producer, sizeof r->producer);
+            header_copy(h, "pb-model-version", r->model_version, sizeof r->model_version);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    *n = cnt;
+    return out;
+}
+
+void itest_records_free(itest_record_t *r, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(r[i].value);
+        free(r[i].key);
+    }
+    free(r);
+}

@@ -55,3 +55,55 @@ int64_t itest_now_ms(void);
 int itest_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
+
+/* ---- predbridged under test ---- */
+
+typedef struct itest_daemon {
+    int pid;
+    char dir[512];         /* temporary directory: config, socket, log */
+    char config[600];
+    char socket_path[600];
+    char log_path[600];
+    char topic[256];
+} itest_daemon_t;
+
+/* Writes a config for the local broker into a fresh temporary directory: socket there, topic
+ * `topic`, the predbridged client certificate, plus extra_lines (may override earlier keys:
+ * later lines are written after a marker so duplicates must be avoided by the caller). */
+void itest_daemon_config(itest_daemon_t *d, const char *topic, const char *extra_lines);
+
+/* Starts predbridged with d->config (stderr to d->log_path) and waits until its socket accepts
+ * connections. Returns 0, or -1 if it exited first (its exit status in *status if not NULL). */
+int itest_daemon_start(itest_daemon_t *d, int *status);
+
+/* Runs predbridged with args to completion (for --check-config and start-up failures); returns its
+ * exit status, stderr in out. */
+int itest_daemon_run(const char *args, char *out, size_t out_size);
+
+/* Sends SIGTERM and waits up to timeout_ms for exit; returns the exit status or -1 on time-out (then kills). */
+int itest_daemon_stop(itest_daemon_t *d, int timeout_ms);
+
+/* Waits until the daemon's log contains needle (inotify, no polling); returns 1 if found in time. */
+int itest_daemon_log_wait(itest_daemon_t *d, const char *needle, int timeout_ms);
+
+/* Connects to the daemon's socket; returns the fd or -1. */
+int itest_connect(const char *socket_path);
+
+/* Writes all of buf to fd (blocking). Returns 0 or -1. */
+int itest_write_all(int fd, const void *buf, size_t len);
+
+/* A consumed record, copied. */
+typedef struct itest_record {
+    char *value;
+    size_t value_len;
+    char *key;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms;
+    char content_type[64], id[64], producer[128], model_version[128];
+} itest_record_t;
+
+/* Reads topic from the beginning as predbridge-consumer until `want` records arrived or timeout_ms
+ * passed; returns the records (caller frees with itest_records_free) and their count in *n. */
+itest_record_t *itest_consume(const char *topic, size_t want, int timeout_ms, size_t *n);
+void itest_records_free(itest_record_t *r, size_t n);

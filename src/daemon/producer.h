@@ -1,0 +1,59 @@
+/* producer.h: predbridged's Kafka producer: acks=all, idempotent, TLS policy applied, delivery
+ * reports served on the daemon's event loop through librdkafka's queue event fd. */
+#ifndef PB_DAEMON_PRODUCER_H
+#define PB_DAEMON_PRODUCER_H
+
+#include "common/config.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pbd_producer pbd_producer_t;
+
+/* One record to publish. value is malloc'd and owned by the producer once pbd_producer_send
+ * returns PBD_SEND_OK (librdkafka frees it); on any other result it stays the caller's. */
+typedef struct pbd_record {
+    char *value;
+    size_t value_len;
+    const char *key; /* copied; NULL for none */
+    size_t key_len;
+    int64_t timestamp_ms;
+    const char *id;            /* pb-id header */
+    const char *model_version; /* pb-model-version header; NULL if absent */
+} pbd_record_t;
+
+typedef enum {
+    PBD_SEND_OK = 0,    /* queued in librdkafka; its delivery report will follow */
+    PBD_SEND_FULL = 1,  /* librdkafka's queue is full: stop reading and retry after deliveries */
+    PBD_SEND_ERROR = 2, /* refused for good (e.g. too large); reason says why */
+} pbd_send_result_t;
+
+/* Called on the event-loop thread for each delivery report: err 0 means the broker acknowledged
+ * the record with acks=all. reason is readable text for failures. */
+typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err, const char *reason);
+
+/* Creates the producer. identity is our certificate's CN (pb-producer header). Returns NULL with
+ * errstr (naming the key or file at fault). Non-blocking: connecting happens in the background. */
+pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
+                                 char *errstr, size_t errstr_size);
+
+/* A file descriptor that becomes readable when delivery reports or errors are waiting. */
+int pbd_producer_fd(const pbd_producer_t *p);
+
+/* Serves everything waiting (delivery reports, errors) without blocking. */
+void pbd_producer_serve(pbd_producer_t *p);
+
+pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, char *reason,
+                                    size_t reason_size);
+
+/* Records handed to librdkafka and not yet reported. */
+int pbd_producer_in_flight(const pbd_producer_t *p);
+
+/* Waits up to timeout_ms for every record to be reported (serving reports). Returns how many remain. */
+int pbd_producer_flush(pbd_producer_t *p, int timeout_ms);
+
+/* Destroys the producer; records still in flight are purged and reported as failed first. */
+void pbd_producer_free(pbd_producer_t *p);
+
+#endif

@@ -1,0 +1,804 @@
+/* server.c: predbridged's event loop: one epoll loop owns the UNIX socket, every connection,
+ * signals and the producer's delivery reports (see server.h). */
+#include "server.h"
+
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/record.h"
+#include "peer.h"
+#include "producer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK 65536
+#define READS_PER_WAKE 4                  /* fairness between connections */
+#define OUT_HIGH_WATER (4u * 1024 * 1024) /* stop reading a writer that does not read its acks */
+
+enum ack_mode { ACK_NONE = 0, ACK_ACCEPTED = 1, ACK_DELIVERED = 2 };
+enum reply_status { R_PENDING = 0, R_ACCEPTED, R_DELIVERED, R_REJECTED, R_FAILED, R_READY };
+static const char *const status_names[] = {"pending", "accepted", "delivered", "rejected", "failed", "ready"};
+
+typedef struct conn conn_t;
+
+/* One acknowledgement owed to a writer, kept in line order. In delivered mode it is also the
+ * record's delivery opaque; if the writer goes away first, conn becomes NULL and the delivery
+ * report frees it. */
+typedef struct reply {
+    struct reply *next;
+    conn_t *conn;
+    uint64_t seq;
+    enum reply_status status;
+    char id[PBREC_ID_LEN + 1];
+    char *reason;
+} reply_t;
+
+struct conn {
+    conn_t *prev, *next;
+    int fd;
+    pid_t pid;
+    uid_t uid;
+    pbframe_t frame;
+    enum ack_mode ack;
+    int handshake_checked;
+    /* Bytes read but not yet framed (the producer's queue was full). */
+    char *backlog;
+    size_t backlog_len;
+    /* A validated record that librdkafka's full queue did not take yet. */
+    int has_pending;
+    pbd_record_t pending;
+    char pending_id[PBREC_ID_LEN + 1];
+    char *pending_key, *pending_model;
+    reply_t *pending_reply;
+    /* Acknowledgements in order; out is what is formatted and not yet written. */
+    reply_t *head, *tail;
+    char *out;
+    size_t out_len, out_cap;
+    int eof;        /* the writer finished sending; everything it sent is framed */
+    int gone;       /* the writer closed entirely: no more events, nobody reads replies */
+    int reading;    /* EPOLLIN is registered */
+    int writing;    /* EPOLLOUT is registered */
+};
+
+struct pbd_server {
+    const pbd_config_t *cfg;
+    int epfd, listen_fd, signal_fd;
+    dev_t sock_dev;
+    ino_t sock_ino;
+    pbd_producer_t *producer;
+    conn_t *conns;
+    int n_conns;
+    int accepting;
+    int paused; /* librdkafka's queue is full: no connection is read */
+    int stopping;
+    pbd_stats_t stats;
+    char rbuf[READ_CHUNK];
+    /* Rejected-line logging is rate-limited per second. */
+    time_t reject_log_sec;
+    unsigned reject_logged, reject_suppressed;
+};
+
+/* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
+static char tag_listen, tag_signal, tag_producer;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- socket ---- */
+
+/* Binds path, replacing a socket file left by a dead daemon but never one a live daemon answers on. */
+static int bind_socket(pbd_server_t *s, char *errstr, size_t errstr_size) {
+    const char *path = s->cfg->socket_path;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(errstr, errstr_size, "socket.path '%s' is longer than %zu bytes", path, sizeof sa.sun_path - 1);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(errstr, errstr_size, "socket.path '%s' exists and is not a socket; not removing it", path);
+            return -1;
+        }
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0) {
+            snprintf(errstr, errstr_size, "socket: %s", strerror(errno));
+            return -1;
+        }
+        int live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0 || errno != ECONNREFUSED;
+        int cerr = errno;
+        close(probe);
+        if (live) {
+            snprintf(errstr, errstr_size, "socket.path '%s' is in use by a running process (%s); not disturbing it",
+                     path, cerr ? strerror(cerr) : "it accepted a connection");
+            return -1;
+        }
+        if (unlink(path) != 0) {
+            snprintf(errstr, errstr_size, "cannot remove stale socket '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        PBLOG_I("socket.stale", "removed stale socket file %s left by a previous run", path);
+    }
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0) {
+        snprintf(errstr, errstr_size, "socket: %s", strerror(errno));
+        return -1;
+    }
+    /* Create it owner-only, then open it up to the configured mode: never wider in between. */
+    mode_t old = umask(0177);
+    int rc = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa);
+    int berr = errno;
+    umask(old);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "cannot bind socket.path '%s': %s", path, strerror(berr));
+        return -1;
+    }
+    if (chmod(path, s->cfg->socket_mode) != 0 || lstat(path, &st) != 0) {
+        snprintf(errstr, errstr_size, "cannot set mode %04o on '%s': %s", s->cfg->socket_mode, path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    s->sock_dev = st.st_dev;
+    s->sock_ino = st.st_ino;
+    if (listen(s->listen_fd, 1024) != 0) {
+        snprintf(errstr, errstr_size, "listen on '%s': %s", path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes the socket file only if it is still the one we created. */
+static void unlink_socket(pbd_server_t *s) {
+    struct stat st;
+    if (lstat(s->cfg->socket_path, &st) == 0 && st.st_dev == s->sock_dev && st.st_ino == s->sock_ino)
+        unlink(s->cfg->socket_path);
+}
+
+static int epoll_set(pbd_server_t *s, int op, int fd, uint32_t events, void *tag) {
+    struct epoll_event ev = {.events = events, .data.ptr = tag};
+    return epoll_ctl(s->epfd, op, fd, &ev);
+}
+
+static void conn_update_events(pbd_server_t *s, conn_t *c) {
+    if (c->gone) return;
+    int want_read = !s->paused && !s->stopping && !c->eof && !c->has_pending && !c->backlog_len &&
+                    c->out_len < OUT_HIGH_WATER;
+    int want_write = c->out_len > 0;
+    if (want_read == c->reading && want_write == c->writing) return;
+    c->reading = want_read;
+    c->writing = want_write;
+    uint32_t ev = (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0);
+    if (epoll_set(s, EPOLL_CTL_MOD, c->fd, ev, c) != 0)
+        PBLOG_E("epoll", "epoll_ctl(MOD) on connection %d: %s", c->fd, strerror(errno));
+}
+
+/* ---- acknowledgements ---- */
+
+static int out_reserve(conn_t *c, size_t more) {
+    if (c->out_len + more <= c->out_cap) return 0;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + more) cap *= 2;
+    char *n = realloc(c->out, cap);
+    if (!n) return -1;
+    c->out = n;
+    c->out_cap = cap;
+    return 0;
+}
+
+static void format_reply(conn_t *c, const reply_t *r) {
+    json_t *o = json_object();
+    if (!o) return;
+    json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
+    if (r->id[0]) json_object_set_new(o, "id", json_string(r->id));
+    json_object_set_new(o, "status", json_string(status_names[r->status]));
+    if (r->reason) json_object_set_new(o, r->status == R_READY ? "ack" : "reason", json_string(r->reason));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text) return;
+    size_t n = strlen(text);
+    if (out_reserve(c, n + 1) == 0) {
+        memcpy(c->out + c->out_len, text, n);
+        c->out[c->out_len + n] = '\n';
+        c->out_len += n + 1;
+    }
+    free(text);
+}
+
+static void reply_free(reply_t *r) {
+    free(r->reason);
+    free(r);
+}
+
+/* Moves resolved replies from the head of the queue into the output buffer, in order. */
+static void replies_flush(conn_t *c) {
+    while (c->head && c->head->status != R_PENDING) {
+        reply_t *r = c->head;
+        c->head = r->next;
+        if (!c->head) c->tail = NULL;
+        format_reply(c, r);
+        reply_free(r);
+    }
+}
+
+static reply_t *reply_add(conn_t *c, uint64_t seq, enum reply_status st, const char *id, const char *reason) {
+    reply_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->conn = c;
+    r->seq = seq;
+    r->status = st;
+    if (id) snprintf(r->id, sizeof r->id, "%s", id);
+    if (reason) r->reason = strdup(reason);
+    if (c->tail) c->tail->next = r;
+    else c->head = r;
+    c->tail = r;
+    return r;
+}
+
+/* Writes as much output as the socket takes. Returns -1 if the writer is gone. */
+static int conn_write(pbd_server_t *s, conn_t *c) {
+    (void)s;
+    size_t off = 0;
+    while (off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            return -1;
+        }
+    }
+    memmove(c->out, c->out + off, c->out_len - off);
+    c->out_len -= off;
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_close(pbd_server_t *s, conn_t *c, const char *why) {
+    PBLOG_D("conn.close", "connection fd %d (pid %d uid %u) closed: %s", c->fd, (int)c->pid, (unsigned)c->uid, why);
+    if (!c->gone) epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    /* Replies awaiting delivery reports outlive us: the report frees them. */
+    for (reply_t *r = c->head, *next; r; r = next) {
+        next = r->next;
+        if (r->status == R_PENDING && r != c->pending_reply) {
+            r->conn = NULL;
+            r->next = NULL;
+        } else {
+            reply_free(r);
+        }
+    }
+    if (c->has_pending) {
+        PBLOG_W("conn.lost_pending", "connection closed with a record not yet queued; it was not accepted");
+        free(c->pending.value);
+        free(c->pending_key);
+        free(c->pending_model);
+    }
+    free(c->backlog);
+    free(c->out);
+    pbframe_free(&c->frame);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    free(c);
+    if (!s->accepting && !s->stopping && s->n_conns < s->cfg->max_connections) {
+        if (epoll_set(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, &tag_listen) == 0) s->accepting = 1;
+    }
+}
+
+static void log_reject(pbd_server_t *s, const conn_t *c, uint64_t seq, const char *reason) {
+    time_t now = time(NULL);
+    if (now != s->reject_log_sec) {
+        if (s->reject_suppressed)
+            PBLOG_W("line.rejected", "%u more rejected lines in the last second were not logged", s->reject_suppressed);
+        s->reject_log_sec = now;
+        s->reject_logged = s->reject_suppressed = 0;
+    }
+    if (s->reject_logged++ < 10)
+        PBLOG_W("line.rejected", "pid %d uid %u line %llu rejected: %s", (int)c->pid, (unsigned)c->uid,
+                (unsigned long long)seq, reason);
+    else
+        s->reject_suppressed++;
+}
+
+static void reject(pbd_server_t *s, conn_t *c, uint64_t seq, const char *reason) {
+    s->stats.rejected++;
+    log_reject(s, c, seq, reason);
+    if (c->ack) reply_add(c, seq, R_REJECTED, NULL, reason);
+}
+
+/* The optional first line {"ack":"accepted"|"delivered"} asks for one reply per line. */
+static int try_handshake(pbd_server_t *s, conn_t *c, const char *data, size_t len) {
+    (void)s;
+    if (len < 6 || data[0] != '{' || !memmem(data, len, "\"ack\"", 5)) return 0;
+    json_t *o = json_loadb(data, len, 0, NULL);
+    if (!o) return 0;
+    json_t *v = json_object_get(o, "ack");
+    int handled = 0;
+    if (json_object_size(o) == 1 && json_is_string(v)) {
+        const char *mode = json_string_value(v);
+        handled = 1;
+        if (!strcmp(mode, "accepted")) c->ack = ACK_ACCEPTED;
+        else if (!strcmp(mode, "delivered")) c->ack = ACK_DELIVERED;
+        if (c->ack) {
+            reply_add(c, 0, R_READY, NULL, mode);
+        } else {
+            c->ack = ACK_ACCEPTED; /* so the writer hears why */
+            reply_add(c, 0, R_REJECTED, NULL, "ack must be \"accepted\" or \"delivered\"");
+            c->ack = ACK_NONE;
+        }
+    }
+    json_decref(o);
+    return handled;
+}
+
+/* Queues the pending record. Returns 0 if taken (or refused for good), 1 if the queue is still full. */
+static int send_pending(pbd_server_t *s, conn_t *c) {
+    char reason[256];
+    /* Only delivered mode waits for the report; otherwise the reply is written before it comes. */
+    void *opaque = c->ack == ACK_DELIVERED ? c->pending_reply : NULL;
+    pbd_send_result_t r = pbd_producer_send(s->producer, &c->pending, opaque, reason, sizeof reason);
+    if (r == PBD_SEND_FULL) return 1;
+    reply_t *rep = c->pending_reply;
+    if (r == PBD_SEND_OK) {
+        s->stats.accepted++;
+        if (rep && c->ack == ACK_ACCEPTED) rep->status = R_ACCEPTED;
+    } else {
+        free(c->pending.value);
+        s->stats.rejected++;
+        log_reject(s, c, rep ? rep->seq : 0, reason);
+        if (rep) {
+            rep->status = R_REJECTED;
+            rep->reason = strdup(reason);
+        }
+    }
+    c->pending_reply = NULL;
+    c->has_pending = 0;
+    free(c->pending_key);
+    free(c->pending_model);
+    c->pending_key = c->pending_model = NULL;
+    return 0;
+}
+
+static int on_line(pbd_server_t *s, conn_t *c, uint64_t line_no, const char *data, size_t len) {
+    if (!c->handshake_checked) {
+        c->handshake_checked = 1;
+        if (line_no == 1 && try_handshake(s, c, data, len)) return 0;
+    }
+    uint64_t seq = c->ack ? line_no - 1 : line_no;
+    s->stats.received++;
+    char reason[256];
+    json_t *obj = NULL;
+    pbrec_status_t st = pbrec_validate(data, len, (const char *const *)s->cfg->required_fields,
+                                       s->cfg->n_required_fields, &obj, reason, sizeof reason);
+    if (st != PBREC_OK) {
+        char full[300];
+        snprintf(full, sizeof full, "%s: %s", pbrec_status_name(st), reason);
+        reject(s, c, seq, full);
+        return 0;
+    }
+    char *value = NULL, *key = NULL;
+    size_t value_len = 0, key_len = 0;
+    int64_t ts_ms = 0;
+    if (pbrec_new_id(c->pending_id) != 0 ||
+        pbrec_envelope_raw(obj, data, len, now_ns(), s->cfg->key_field, &value, &value_len, &key, &key_len, &ts_ms,
+                           reason, sizeof reason) != 0) {
+        json_decref(obj);
+        reject(s, c, seq, reason[0] ? reason : "cannot build the record");
+        return 0;
+    }
+    const char *mv = json_string_value(json_object_get(obj, "model_version"));
+    c->pending_model = mv ? strdup(mv) : NULL;
+    json_decref(obj);
+    c->pending_key = key;
+    c->pending = (pbd_record_t){.value = value,
+                                .value_len = value_len,
+                                .key = key,
+                                .key_len = key_len,
+                                .timestamp_ms = ts_ms,
+                                .id = c->pending_id,
+                                .model_version = c->pending_model};
+    c->pending_reply = c->ack ? reply_add(c, seq, R_PENDING, c->pending_id, NULL) : NULL;
+    c->has_pending = 1;
+    if (send_pending(s, c)) {
+        s->paused = 1;
+        return 1; /* stop framing: the rest of the input waits in the backlog */
+    }
+    return 0;
+}
+
+struct frame_ctx {
+    pbd_server_t *s;
+    conn_t *c;
+};
+
+static int frame_cb(void *ctx, pbframe_kind_t kind, uint64_t line_no, const char *data, size_t len) {
+    struct frame_ctx *fc = ctx;
+    conn_t *c = fc->c;
+    char reason[160];
+    switch (kind) {
+    case PBFRAME_LINE:
+        return on_line(fc->s, c, line_no, data, len);
+    case PBFRAME_OVERSIZE:
+        c->handshake_checked = 1;
+        fc->s->stats.received++;
+        snprintf(reason, sizeof reason, "too_large: line is longer than message.max_bytes (%zu bytes)",
+                 fc->s->cfg->max_message_bytes);
+        reject(fc->s, c, c->ack ? line_no - 1 : line_no, reason);
+        return 0;
+    case PBFRAME_PARTIAL:
+        fc->s->stats.received++;
+        snprintf(reason, sizeof reason, "partial: %zu bytes without a final newline at end of stream, discarded", len);
+        reject(fc->s, c, c->ack ? line_no - 1 : line_no, reason);
+        return 0;
+    }
+    return 0;
+}
+
+static void backlog_append(conn_t *c, const char *data, size_t len) {
+    char *b = realloc(c->backlog, c->backlog_len + len);
+    if (!b) {
+        PBLOG_E("oom", "cannot keep %zu read bytes of pid %d: they are lost", len, (int)c->pid);
+        return;
+    }
+    memcpy(b + c->backlog_len, data, len);
+    c->backlog = b;
+    c->backlog_len += len;
+}
+
+/* Frames bytes; what the full producer queue did not take is kept in the backlog, in order. */
+static void conn_feed(pbd_server_t *s, conn_t *c, const char *data, size_t len) {
+    if (c->has_pending || c->backlog_len) {
+        backlog_append(c, data, len);
+        return;
+    }
+    struct frame_ctx fc = {s, c};
+    size_t used = 0;
+    int stopped = pbframe_feed(&c->frame, data, len, &used, frame_cb, &fc);
+    if (stopped && used < len) backlog_append(c, data + used, len - used);
+}
+
+static void conn_finish_input(pbd_server_t *s, conn_t *c);
+
+/* Continues a connection held up by a full queue. Returns 1 if it is still held up. */
+static int conn_resume(pbd_server_t *s, conn_t *c) {
+    if (c->has_pending && send_pending(s, c)) return 1;
+    if (c->backlog_len) {
+        char *b = c->backlog;
+        size_t n = c->backlog_len;
+        c->backlog = NULL;
+        c->backlog_len = 0;
+        conn_feed(s, c, b, n);
+        free(b);
+        if (c->has_pending) return 1;
+    }
+    if (c->gone && !c->eof) conn_finish_input(s, c);
+    return 0;
+}
+
+static void conn_finish_input(pbd_server_t *s, conn_t *c) {
+    struct frame_ctx fc = {s, c};
+    (void)pbframe_finish(&c->frame, frame_cb, &fc);
+    c->eof = 1;
+}
+
+/* After any change: write replies, close a finished connection, update epoll interest. */
+static void conn_settle(pbd_server_t *s, conn_t *c) {
+    replies_flush(c);
+    if (c->gone) c->out_len = 0;
+    if (c->out_len && conn_write(s, c) != 0) {
+        conn_close(s, c, "writer went away");
+        return;
+    }
+    if (c->eof && !c->has_pending && !c->backlog_len && !c->head && !c->out_len) {
+        conn_close(s, c, "end of stream");
+        return;
+    }
+    conn_update_events(s, c);
+}
+
+/* The writer closed entirely (EPOLLHUP): take what it sent, stop watching the fd (a hung-up fd
+ * stays ready and would spin the loop), and finish once everything is framed. */
+static void conn_hangup(pbd_server_t *s, conn_t *c) {
+    for (;;) {
+        ssize_t n = recv(c->fd, s->rbuf, sizeof s->rbuf, MSG_DONTWAIT);
+        if (n > 0) conn_feed(s, c, s->rbuf, (size_t)n);
+        else if (n < 0 && errno == EINTR) continue;
+        else break;
+    }
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    c->gone = 1;
+    c->out_len = 0;
+    if (!c->has_pending && !c->backlog_len && !c->eof) conn_finish_input(s, c);
+}
+
+static void conn_readable(pbd_server_t *s, conn_t *c) {
+    for (int i = 0; i < READS_PER_WAKE && !c->eof && !c->has_pending && !s->paused; i++) {
+        ssize_t n = recv(c->fd, s->rbuf, sizeof s->rbuf, MSG_DONTWAIT);
+        if (n > 0) {
+            conn_feed(s, c, s->rbuf, (size_t)n);
+            if ((size_t)n < sizeof s->rbuf) break;
+        } else if (n == 0) {
+            conn_finish_input(s, c);
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else {
+            conn_finish_input(s, c);
+        }
+    }
+}
+
+static void pause_all(pbd_server_t *s) {
+    for (conn_t *c = s->conns; c; c = c->next) conn_update_events(s, c);
+}
+
+/* The producer made progress: give held-up connections another go, in order of arrival. */
+static void try_resume(pbd_server_t *s) {
+    if (!s->paused) return;
+    s->paused = 0;
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (conn_resume(s, c)) {
+            s->paused = 1;
+            break;
+        }
+    }
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        conn_settle(s, c);
+    }
+}
+
+static void on_accept(pbd_server_t *s) {
+    for (;;) {
+        if (s->n_conns >= s->cfg->max_connections) {
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+            s->accepting = 0;
+            PBLOG_W("socket.limit", "socket.max_connections (%d) reached; new writers wait", s->cfg->max_connections);
+            return;
+        }
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) PBLOG_E("socket.accept", "accept: %s", strerror(errno));
+            return;
+        }
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+            PBLOG_E("socket.peercred", "SO_PEERCRED: %s; refusing the connection", strerror(errno));
+            close(fd);
+            continue;
+        }
+        if (!pbd_peer_allowed(cred.uid, cred.gid, s->cfg->allowed_uids, s->cfg->n_allowed_uids, s->cfg->allowed_gids,
+                              s->cfg->n_allowed_gids)) {
+            s->stats.refused_peers++;
+            PBLOG_W("socket.refused", "refused a writer: pid %d uid %u gid %u is not in socket.allowed_uids/gids",
+                    (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid);
+            close(fd);
+            continue;
+        }
+        conn_t *c = calloc(1, sizeof *c);
+        if (!c || pbframe_init(&c->frame, s->cfg->max_message_bytes) != 0) {
+            PBLOG_E("oom", "out of memory accepting a writer");
+            free(c);
+            close(fd);
+            return;
+        }
+        c->fd = fd;
+        c->pid = cred.pid;
+        c->uid = cred.uid;
+        c->reading = !s->paused;
+        if (epoll_set(s, EPOLL_CTL_ADD, fd, c->reading ? EPOLLIN : 0, c) != 0) {
+            PBLOG_E("epoll", "epoll_ctl(ADD): %s", strerror(errno));
+            pbframe_free(&c->frame);
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        s->n_conns++;
+        s->stats.connections++;
+        PBLOG_D("conn.open", "writer pid %d uid %u connected (fd %d)", (int)cred.pid, (unsigned)cred.uid, fd);
+    }
+}
+
+/* ---- delivery reports ---- */
+
+static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason) {
+    pbd_server_t *s = ctx;
+    if (err) {
+        s->stats.failed++;
+        PBLOG_E("record.failed", "a record was not delivered: %s", reason);
+    } else {
+        s->stats.delivered++;
+    }
+    reply_t *r = opaque;
+    if (!r) return;
+    if (!r->conn) { /* the writer went away */
+        reply_free(r);
+        return;
+    }
+    r->status = err ? R_FAILED : R_DELIVERED;
+    if (err) r->reason = strdup(reason);
+    /* The owning connection settles in the loop (after serving all reports). */
+}
+
+/* ---- lifecycle ---- */
+
+pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char *errstr, size_t errstr_size) {
+    pbd_server_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    s->cfg = cfg;
+    s->epfd = s->listen_fd = s->signal_fd = -1;
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->epfd < 0) {
+        snprintf(errstr, errstr_size, "epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0 ||
+        (s->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+        snprintf(errstr, errstr_size, "signalfd: %s", strerror(errno));
+        goto fail;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    s->producer = pbd_producer_new(cfg, identity, on_delivery, s, errstr, errstr_size);
+    if (!s->producer) goto fail;
+    if (bind_socket(s, errstr, errstr_size) != 0) goto fail;
+    if (epoll_set(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, &tag_listen) != 0 ||
+        epoll_set(s, EPOLL_CTL_ADD, s->signal_fd, EPOLLIN, &tag_signal) != 0 ||
+        epoll_set(s, EPOLL_CTL_ADD, pbd_producer_fd(s->producer), EPOLLIN, &tag_producer) != 0) {
+        snprintf(errstr, errstr_size, "epoll_ctl: %s", strerror(errno));
+        unlink_socket(s);
+        goto fail;
+    }
+    s->accepting = 1;
+    return s;
+fail:
+    pbd_server_free(s);
+    return NULL;
+}
+
+static void serve_producer(pbd_server_t *s) {
+    pbd_producer_serve(s->producer);
+    try_resume(s);
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->head && c->head->status != R_PENDING) conn_settle(s, c);
+    }
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int held_up(const pbd_server_t *s) {
+    for (const conn_t *c = s->conns; c; c = c->next)
+        if (c->has_pending || c->backlog_len) return 1;
+    return 0;
+}
+
+/* Stop: no new writers or bytes; lines already read are still queued; then wait for delivery. */
+static void shutdown_drain(pbd_server_t *s) {
+    s->stopping = 1;
+    if (s->accepting) epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+    s->accepting = 0;
+    close(s->listen_fd);
+    s->listen_fd = -1;
+    unlink_socket(s);
+    for (conn_t *c = s->conns; c; c = c->next) conn_update_events(s, c);
+    PBLOG_I("shutdown", "stopping: %d records in flight, waiting up to %d ms for delivery",
+            pbd_producer_in_flight(s->producer), s->cfg->flush_timeout_ms);
+    int64_t deadline = mono_ms() + s->cfg->flush_timeout_ms;
+    while ((pbd_producer_in_flight(s->producer) > 0 || held_up(s)) && mono_ms() < deadline) {
+        int64_t left = deadline - mono_ms();
+        /* Blocks up to 100 ms serving delivery reports; then held-up lines get queued and
+         * writers in ack mode get their replies (best effort: we no longer wait for EPOLLOUT). */
+        pbd_producer_flush(s->producer, (int)(left < 100 ? left : 100));
+        serve_producer(s);
+    }
+    int remaining = pbd_producer_in_flight(s->producer);
+    unsigned long held = 0;
+    for (conn_t *c = s->conns; c; c = c->next) held += (unsigned long)c->has_pending;
+    if (remaining || held)
+        PBLOG_E("shutdown", "%d records were not delivered before producer.flush_timeout_ms (%d ms)%s", remaining + (int)held,
+                s->cfg->flush_timeout_ms, held ? "; some were never queued" : "");
+    PBLOG_I("shutdown", "stopped: received %llu, rejected %llu, accepted %llu, delivered %llu, failed %llu",
+            (unsigned long long)s->stats.received, (unsigned long long)s->stats.rejected,
+            (unsigned long long)s->stats.accepted, (unsigned long long)s->stats.delivered,
+            (unsigned long long)s->stats.failed);
+}
+
+int pbd_server_run(pbd_server_t *s) {
+    PBLOG_I("start", "listening on %s (mode %04o), publishing to topic '%s' at %s", s->cfg->socket_path,
+            s->cfg->socket_mode, s->cfg->topic, s->cfg->bootstrap_servers);
+    struct epoll_event ev[64];
+    while (!s->stopping) {
+        int n = epoll_wait(s->epfd, ev, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            PBLOG_E("epoll", "epoll_wait: %s", strerror(errno));
+            return 1;
+        }
+        int producer_ready = 0;
+        for (int i = 0; i < n && !s->stopping; i++) {
+            void *tag = ev[i].data.ptr;
+            if (tag == &tag_listen) {
+                on_accept(s);
+            } else if (tag == &tag_producer) {
+                producer_ready = 1;
+            } else if (tag == &tag_signal) {
+                struct signalfd_siginfo si;
+                while (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    if (si.ssi_signo == SIGHUP) {
+                        PBLOG_I("signal", "SIGHUP received; certificate reload is not supported yet");
+                    } else {
+                        PBLOG_I("signal", "%s received", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+                        s->stopping = 1;
+                    }
+                }
+            } else {
+                conn_t *c = tag;
+                if (ev[i].events & (EPOLLHUP | EPOLLERR)) conn_hangup(s, c);
+                else if (ev[i].events & EPOLLIN) conn_readable(s, c);
+                conn_settle(s, c);
+                if (s->paused) pause_all(s);
+            }
+        }
+        if (producer_ready || s->paused) serve_producer(s);
+    }
+    shutdown_drain(s);
+    return 0;
+}
+
+const pbd_stats_t *pbd_server_stats(const pbd_server_t *s) {
+    return &s->stats;
+}
+
+void pbd_server_free(pbd_server_t *s) {
+    if (!s) return;
+    while (s->conns) conn_close(s, s->conns, "shutdown");
+    /* Purged records report through on_delivery, which frees orphaned replies. */
+    pbd_producer_free(s->producer);
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        unlink_socket(s);
+    }
+    if (s->signal_fd >= 0) close(s->signal_fd);
+    if (s->epfd >= 0) close(s->epfd);
+    free(s);
+}
