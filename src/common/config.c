@@ -287,7 +287,7 @@ static const pbconf_key_t pbconf_keys[] = {
     {.name = "producer.flush_timeout_ms", .type = PBCONF_INT, .def = "30000", .min = 0, .max = 600000,
      .off = PBCONF_OFF(flush_timeout_ms),
      .doc = "On shutdown, how long to wait for the broker to acknowledge what is in flight; "
-            "what is left stays in the spool."},
+            "what is left is logged as undelivered."},
     {.name = "log.level", .type = PBCONF_ENUM, .def = "info", .choices = pbconf_levels,
      .store_choice = pbconf_store_level, .doc = "Least severe level that is logged."},
     {.name = "log.format", .type = PBCONF_ENUM, .def = "text", .choices = pbconf_formats,

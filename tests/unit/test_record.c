@@ -268,7 +268,7 @@ static void test_record_null_reason_buffer_tolerated(void **state) {
 static void assert_parse(const char *s, int64_t want_ms) {
     int64_t ms = -12345;
     if (pbrec_parse_time(s, &ms) != 0) {
-        print_error("parse failed: %s\n", s);
+        print_error("parse failed: %s\n", s ? s : "(null)");
         fail();
     }
     assert_int_equal(ms, want_ms);
@@ -277,7 +277,7 @@ static void assert_parse(const char *s, int64_t want_ms) {
 static void assert_parse_fails(const char *s) {
     int64_t ms = 77;
     if (pbrec_parse_time(s, &ms) == 0) {
-        print_error("parse accepted: %s\n", s);
+        print_error("parse accepted: %s\n", s ? s : "(null)");
         fail();
     }
 }
