@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define WRITERS 8
@@ -418,6 +419,62 @@ static void test_daemon_refuses_to_start_with_bad_configuration(void **state) {
     if (!strstr(out, "configuration OK")) fail_msg("unexpected output: %s", out);
 }
 
+/* Runs `predbridge send ARGS` with input on stdin; returns its exit status, stdout+stderr in out. */
+static int run_send(const char *args, const char *input, char *out, size_t out_size) {
+    char path[1200], cmd[4096], in_path[] = "/tmp/pbit-send-XXXXXX";
+    int fd = mkstemp(in_path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(input, f) < 0, 0);
+    assert_int_equal(fclose(f), 0);
+    snprintf(path, sizeof path, "%s/src/cli/predbridge", getenv("PB_BUILD_DIR"));
+    snprintf(cmd, sizeof cmd, "'%s' send %s < '%s' 2>&1", path, args, in_path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, out_size - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    unlink(in_path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_daemon_send_cli_reports_each_line_and_exit_code(void **state) {
+    (void)state;
+    char topic[256], args[1400], out[16384];
+    new_topic(topic, sizeof topic, 3);
+    itest_daemon_t d;
+    itest_daemon_config(&d, topic, NULL);
+    assert_int_equal(itest_daemon_start(&d, NULL), 0);
+
+    /* All valid, delivered mode: exit 0, one "delivered" per line. */
+    snprintf(args, sizeof args, "--socket '%s' --ack delivered", d.socket_path);
+    const char *good = "{\"model_version\":\"a\",\"prediction\":1}\n{\"model_version\":\"a\",\"prediction\":2}\n"
+                       "{\"model_version\":\"a\",\"prediction\":3}"; /* no final newline: send adds it */
+    assert_int_equal(run_send(args, good, out, sizeof out), 0);
+    int delivered = 0;
+    for (char *q = out; (q = strstr(q, "\"status\":\"delivered\"")); q++) delivered++;
+    if (delivered != 3) fail_msg("expected 3 delivered replies:\n%s", out);
+    assert_non_null(strstr(out, "3 lines: 3 delivered, 0 rejected, 0 failed"));
+
+    /* One invalid line: exit 1, the rejection is printed with its line number. */
+    const char *mixed = "{\"model_version\":\"a\",\"prediction\":4}\n{\"model_version\":\"a\"}\n";
+    assert_int_equal(run_send(args, mixed, out, sizeof out), 1);
+    if (!strstr(out, "{\"seq\":2,\"status\":\"rejected\"")) fail_msg("rejection not reported:\n%s", out);
+
+    /* Fire-and-forget: exit 0 and the line still arrives. */
+    snprintf(args, sizeof args, "--socket '%s'", d.socket_path);
+    assert_int_equal(run_send(args, "{\"model_version\":\"a\",\"prediction\":5}\n", out, sizeof out), 0);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+    assert_int_equal(itest_topic_size(topic), 5);
+
+    /* No daemon: exit 1 naming the socket. */
+    snprintf(args, sizeof args, "--socket '%s'", d.socket_path);
+    assert_int_equal(run_send(args, "{}\n", out, sizeof out), 1);
+    if (!strstr(out, "cannot connect to") || !strstr(out, d.socket_path)) fail_msg("unexpected output:\n%s", out);
+    assert_int_equal(run_send("--ack sometimes", "", out, sizeof out), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_daemon_refuses_to_start_with_bad_configuration),
@@ -431,6 +488,7 @@ int main(void) {
         cmocka_unit_test(test_daemon_delivers_when_a_backup_pin_matches),
         cmocka_unit_test(test_daemon_refuses_writer_with_disallowed_uid),
         cmocka_unit_test(test_daemon_replaces_stale_socket_but_not_a_live_one),
+        cmocka_unit_test(test_daemon_send_cli_reports_each_line_and_exit_code),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
