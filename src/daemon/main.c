@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static void usage(FILE *f) {
@@ -126,6 +127,17 @@ int main(int argc, char **argv) {
         goto out;
     }
     PBLOG_I("tls.material", "client certificate CN=%s (serial %s) valid until %s", info.common_name, info.serial, until);
+
+    /* One descriptor per writer: take the hard limit, and say so if it is below max_connections. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)cfg.max_connections + 64)
+        PBLOG_W("socket.limit", "open-file limit %llu is below socket.max_connections (%d) + 64; raise it (ulimit -n)",
+                (unsigned long long)rl.rlim_cur, cfg.max_connections);
 
     server = pbd_server_new(&cfg, info.common_name, errstr, sizeof errstr);
     if (!server) {

@@ -87,6 +87,7 @@ struct pbd_server {
     /* Rejected-line logging is rate-limited per second. */
     time_t reject_log_sec;
     unsigned reject_logged, reject_suppressed;
+    time_t pause_logged;
 };
 
 /* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
@@ -380,6 +381,19 @@ static int send_pending(pbd_server_t *s, conn_t *c) {
     return 0;
 }
 
+/* librdkafka's queue is full: no socket is read until delivery reports make room. */
+static void pause_reading(pbd_server_t *s) {
+    if (s->paused) return;
+    s->paused = 1;
+    s->stats.pauses++;
+    time_t now = time(NULL);
+    if (now - s->pause_logged >= 10) {
+        PBLOG_I("backpressure", "producer queue full (%d records in flight): reading paused until it drains (%llu pauses so far)",
+                pbd_producer_in_flight(s->producer), (unsigned long long)s->stats.pauses);
+        s->pause_logged = now;
+    }
+}
+
 static int on_line(pbd_server_t *s, conn_t *c, uint64_t line_no, const char *data, size_t len) {
     if (!c->handshake_checked) {
         c->handshake_checked = 1;
@@ -421,7 +435,7 @@ static int on_line(pbd_server_t *s, conn_t *c, uint64_t line_no, const char *dat
     c->pending_reply = c->ack ? reply_add(c, seq, R_PENDING, c->pending_id, NULL) : NULL;
     c->has_pending = 1;
     if (send_pending(s, c)) {
-        s->paused = 1;
+        pause_reading(s);
         return 1; /* stop framing: the rest of the input waits in the backlog */
     }
     return 0;
@@ -561,7 +575,7 @@ static void try_resume(pbd_server_t *s) {
     for (conn_t *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (conn_resume(s, c)) {
-            s->paused = 1;
+            s->paused = 1; /* still full: stays paused (already counted) */
             break;
         }
     }

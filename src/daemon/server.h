@@ -12,6 +12,7 @@ typedef struct pbd_server pbd_server_t;
 typedef struct pbd_stats {
     uint64_t connections, refused_peers;
     uint64_t received, rejected, accepted, delivered, failed;
+    uint64_t pauses; /* times reading stopped because librdkafka's queue was full */
 } pbd_stats_t;
 
 /* Creates the producer and binds the socket (replacing a stale socket file, refusing to disturb a

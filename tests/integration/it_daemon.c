@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -419,6 +422,123 @@ static void test_daemon_refuses_to_start_with_bad_configuration(void **state) {
     if (!strstr(out, "configuration OK")) fail_msg("unexpected output: %s", out);
 }
 
+static void test_daemon_thousand_concurrent_writers_all_arrive(void **state) {
+    (void)state;
+    enum { CONNS = 1000 };
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < CONNS + 200) {
+        rl.rlim_cur = rl.rlim_max;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    if (rl.rlim_cur < CONNS + 200) skip();
+    char topic[256];
+    new_topic(topic, sizeof topic, 3);
+    itest_daemon_t d;
+    itest_daemon_config(&d, topic, NULL);
+    assert_int_equal(itest_daemon_start(&d, NULL), 0);
+    static int fds[CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = itest_connect(d.socket_path);
+        if (fds[i] < 0) fail_msg("connection %d failed: %s", i, strerror(errno));
+    }
+    /* Every connection is open at once; now each writes a line, half of it first. */
+    char line[128];
+    for (int i = 0; i < CONNS; i++) {
+        int n = snprintf(line, sizeof line, "{\"model_version\":\"c\",\"prediction\":%d}\n", i);
+        assert_int_equal(itest_write_all(fds[i], line, (size_t)n / 2), 0);
+    }
+    for (int i = 0; i < CONNS; i++) {
+        int n = snprintf(line, sizeof line, "{\"model_version\":\"c\",\"prediction\":%d}\n", i);
+        assert_int_equal(itest_write_all(fds[i], line + n / 2, (size_t)(n - n / 2)), 0);
+        close(fds[i]);
+    }
+    size_t n;
+    itest_record_t *r = itest_consume(topic, CONNS, 60000, &n);
+    assert_int_equal(n, CONNS);
+    static unsigned char seen[CONNS];
+    memset(seen, 0, sizeof seen);
+    for (size_t k = 0; k < n; k++) {
+        json_t *o = json_loads(r[k].value, 0, NULL);
+        assert_non_null(o);
+        json_int_t v = json_integer_value(json_object_get(o, "prediction"));
+        assert_true(v >= 0 && v < CONNS);
+        seen[v]++;
+        json_decref(o);
+    }
+    for (int i = 0; i < CONNS; i++) assert_int_equal(seen[i], 1);
+    itest_records_free(r, n);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
+static void test_daemon_full_queue_pauses_reading_and_loses_nothing(void **state) {
+    (void)state;
+    char topic[256];
+    new_topic(topic, sizeof topic, 3);
+    itest_daemon_t d;
+    /* A tiny librdkafka queue: it fills all the time, so reading pauses and resumes often. */
+    itest_daemon_config(&d, topic, "kafka.queue.buffering.max.messages = 50");
+    assert_int_equal(itest_daemon_start(&d, NULL), 0);
+    pthread_t th[4];
+    struct writer_arg args[4];
+    for (int w = 0; w < 4; w++) {
+        args[w] = (struct writer_arg){.socket_path = d.socket_path, .writer = w};
+        assert_int_equal(pthread_create(&th[w], NULL, writer_main, &args[w]), 0);
+    }
+    for (int w = 0; w < 4; w++) {
+        pthread_join(th[w], NULL);
+        assert_int_equal(args[w].rc, 0);
+    }
+    assert_true(itest_daemon_log_wait(&d, "reading paused", 30000));
+    assert_int_equal(itest_daemon_stop(&d, 60000), 0);
+    assert_true(itest_daemon_log_wait(&d, "delivered 5000,", 1000));
+    assert_int_equal(itest_topic_size(topic), 4 * PER_WRITER);
+}
+
+/* CPU seconds (user + system) used so far by pid, from /proc. */
+static double cpu_seconds(int pid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    unsigned long ut = 0, st = 0;
+    /* Fields after the command: state(3) ... utime(14) stime(15). */
+    assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st), 2);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void test_daemon_paused_on_unreachable_broker_does_not_spin(void **state) {
+    (void)state;
+    itest_daemon_t d;
+    /* Nothing listens on port 1: nothing drains, so the queue stays full. */
+    itest_daemon_config(&d, "predictions-nowhere",
+                        "bootstrap.servers = 127.0.0.1:1\nkafka.queue.buffering.max.messages = 20\n"
+                        "producer.flush_timeout_ms = 0");
+    assert_int_equal(itest_daemon_start(&d, NULL), 0);
+    int fd = itest_connect(d.socket_path);
+    assert_true(fd >= 0);
+    char line[128];
+    for (int i = 0; i < 200; i++) {
+        int n = snprintf(line, sizeof line, "{\"model_version\":\"p\",\"prediction\":%d}\n", i);
+        assert_int_equal(itest_write_all(fd, line, (size_t)n), 0);
+    }
+    assert_true(itest_daemon_log_wait(&d, "reading paused", 10000));
+    /* Measure over a fixed window: a spinning loop would burn about the whole window. */
+    double before = cpu_seconds(d.pid);
+    int64_t end = itest_now_ms() + 1500;
+    while (itest_now_ms() < end) poll(NULL, 0, (int)(end - itest_now_ms()));
+    double used = cpu_seconds(d.pid) - before;
+    if (used > 0.5) fail_msg("the paused daemon used %.2f s of CPU in 1.5 s", used);
+    close(fd);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+    assert_true(itest_daemon_log_wait(&d, "were not delivered", 1000));
+}
+
 /* Runs `predbridge send ARGS` with input on stdin; returns its exit status, stdout+stderr in out. */
 static int run_send(const char *args, const char *input, char *out, size_t out_size) {
     char path[1200], cmd[4096], in_path[] = "/tmp/pbit-send-XXXXXX";
@@ -489,6 +609,9 @@ int main(void) {
         cmocka_unit_test(test_daemon_refuses_writer_with_disallowed_uid),
         cmocka_unit_test(test_daemon_replaces_stale_socket_but_not_a_live_one),
         cmocka_unit_test(test_daemon_send_cli_reports_each_line_and_exit_code),
+        cmocka_unit_test(test_daemon_thousand_concurrent_writers_all_arrive),
+        cmocka_unit_test(test_daemon_full_queue_pauses_reading_and_loses_nothing),
+        cmocka_unit_test(test_daemon_paused_on_unreachable_broker_does_not_spin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
