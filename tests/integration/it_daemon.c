@@ -613,5 +613,7 @@ int main(void) {
         cmocka_unit_test(test_daemon_full_queue_pauses_reading_and_loses_nothing),
         cmocka_unit_test(test_daemon_paused_on_unreachable_broker_does_not_spin),
     };
+    /* PB_ITEST_FILTER=glob runs a subset (the valgrind pass uses it). */
+    if (getenv("PB_ITEST_FILTER")) cmocka_set_test_filter(getenv("PB_ITEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

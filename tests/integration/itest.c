@@ -351,7 +351,12 @@ int itest_daemon_start(itest_daemon_t *d, int *status) {
             dup2(fd, 2);
             close(fd);
         }
-        execl(daemon_path(), "predbridged", "--config", d->config, (char *)NULL);
+        if (getenv("PB_VALGRIND") && *getenv("PB_VALGRIND"))
+            execlp("valgrind", "valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite", "--track-fds=no", daemon_path(),
+                   "--config", d->config, (char *)NULL);
+        else
+            execl(daemon_path(), "predbridged", "--config", d->config, (char *)NULL);
         _exit(127);
     }
     d->pid = pid;
