@@ -122,7 +122,17 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
     p->identity = strdup(identity ? identity : "");
     if (!p->topic || !p->identity) goto fail_nomem;
 
-    /* Pass-through first, so nothing below can be overridden by it. */
+    /* Defaults the pass-through may change: a bounded queue keeps memory small (predbridged stops
+     * reading its sockets while the queue is full, so nothing is dropped). */
+    const char *defaults[][2] = {
+        {"queue.buffering.max.messages", "10000"},
+        {"queue.buffering.max.kbytes", "4096"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+        snprintf(origin, sizeof origin, "default '%s'", defaults[i][0]);
+        if (conf_set(conf, defaults[i][0], defaults[i][1], origin, errstr, errstr_size)) goto fail;
+    }
+    /* Pass-through next, so nothing below can be overridden by it. */
     for (size_t i = 0; i < cfg->n_kafka; i++) {
         const pbconf_kafka_prop_t *k = &cfg->kafka[i];
         snprintf(origin, sizeof origin, "%s:%d: key 'kafka.%s'", k->file ? k->file : "-o", k->line, k->property);
