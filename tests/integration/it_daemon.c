@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -376,6 +377,9 @@ static void test_daemon_replaces_stale_socket_but_not_a_live_one(void **state) {
     assert_int_equal(access(d.socket_path, F_OK), 0);
     assert_int_equal(itest_daemon_start(&d, NULL), 0);
     assert_true(itest_daemon_log_wait(&d, "removed stale socket", 5000));
+    struct stat st;
+    assert_int_equal(stat(d.socket_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0660); /* the default socket.mode */
     /* A second daemon on the same path must not disturb the first. */
     char out[8192], args[1200];
     snprintf(args, sizeof args, "--config '%s'", d.config);

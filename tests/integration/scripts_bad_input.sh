@@ -57,5 +57,20 @@ check kafka-local.no-maven "Maven (mvn) not found: run scripts/setup.sh" \
 check kafka-local.broker-does-not-come-up "did not listen on port" \
   env PB_LOCAL_DIR="$tmp/local" PB_KAFKA_START_TIMEOUT=1 "$src/scripts/kafka-local.sh" start
 
+# gen-certs: RSA option, private key modes, idempotence and --force.
+expect() { # expect NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; pass=$((pass + 1)); else echo "FAIL $name"; fail=$((fail + 1)); fi
+}
+"$src/scripts/gen-certs.sh" --rsa "$tmp/rsa" >/dev/null
+expect gen-certs.rsa-keys bash -c "openssl pkey -in '$tmp/rsa/predbridged.key' -noout -text | grep -q 'Private-Key: (3072 bit'"
+expect gen-certs.keys-0600 bash -c "[ -z \"\$(find '$tmp/rsa' -maxdepth 1 \( -name '*.key' -o -name '*.pem' \) ! -perm 0600)\" ]"
+serial=$(openssl x509 -in "$tmp/rsa/predbridged.crt" -noout -serial)
+"$src/scripts/gen-certs.sh" --rsa "$tmp/rsa" >/dev/null
+expect gen-certs.idempotent [ "$serial" = "$(openssl x509 -in "$tmp/rsa/predbridged.crt" -noout -serial)" ]
+"$src/scripts/gen-certs.sh" --force "$tmp/rsa" >/dev/null
+expect gen-certs.force-regenerates [ "$serial" != "$(openssl x509 -in "$tmp/rsa/predbridged.crt" -noout -serial)" ]
+expect gen-certs.broker-sans bash -c "openssl x509 -in '$tmp/rsa/broker.crt' -noout -ext subjectAltName | grep -q 'DNS:localhost, IP Address:127.0.0.1, DNS:kafka'"
+
 echo "scripts: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
