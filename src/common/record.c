@@ -1,6 +1,8 @@
 /* record.c: validates one prediction (a JSON object) and builds the envelope predbridged publishes. */
 #include "common/record.h"
 
+#include "common/jscan.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -381,6 +383,8 @@ static int pbrec_key(json_t *obj, const char *key_field, char **key, size_t *key
     return 0;
 }
 
+static char *raw_value(const char *body_text, size_t body_len, const char *added_ts, int has_members, size_t *out_len);
+
 /* The record's bytes: the producer's own text with `"timestamp":"..."` inserted before the object's
  * closing brace when it was absent (raw != NULL), or obj re-serialised (raw == NULL). */
 static char *envelope_value(json_t *obj, const char *raw, size_t raw_len, const char *added_ts, size_t *out_len) {
@@ -394,23 +398,27 @@ static char *envelope_value(json_t *obj, const char *raw, size_t raw_len, const 
         end--;
     if (end == 0 || raw[end - 1] != '}') return NULL; /* validated input always ends with '}' */
     size_t start = 0;
-    while (start < end && (raw[start] == ' ' || raw[start] == '\t' || raw[start] == '\r')) start++;
+    while (start < end && (raw[start] == ' ' || raw[start] == '\t' || raw[start] == '\r' || raw[start] == '\n')) start++;
+    return raw_value(raw + start, end - start, added_ts, json_object_size(obj) > 1, out_len);
+}
+
+/* body: the object's text, '{' to '}'. Inserts the added timestamp before the closing brace. */
+static char *raw_value(const char *body, size_t body_len, const char *added_ts, int has_members, size_t *out_len) {
     if (!added_ts) {
-        char *v = malloc(end - start);
-        if (v) memcpy(v, raw + start, end - start);
-        *out_len = end - start;
+        char *v = malloc(body_len);
+        if (v) memcpy(v, body, body_len);
+        *out_len = body_len;
         return v;
     }
     char ins[64];
-    int n = snprintf(ins, sizeof ins, "%s\"%s\":\"%s\"", json_object_size(obj) > 1 ? "," : "", PBREC_FIELD_TIMESTAMP,
-                     added_ts);
-    size_t body = end - 1 - start; /* up to, not including, the closing brace */
-    char *v = malloc(body + (size_t)n + 1);
+    int n = snprintf(ins, sizeof ins, "%s\"%s\":\"%s\"", has_members ? "," : "", PBREC_FIELD_TIMESTAMP, added_ts);
+    size_t head = body_len - 1; /* up to, not including, the closing brace */
+    char *v = malloc(head + (size_t)n + 1);
     if (!v) return NULL;
-    memcpy(v, raw + start, body);
-    memcpy(v + body, ins, (size_t)n);
-    v[body + (size_t)n] = '}';
-    *out_len = body + (size_t)n + 1;
+    memcpy(v, body, head);
+    memcpy(v + head, ins, (size_t)n);
+    v[head + (size_t)n] = '}';
+    *out_len = head + (size_t)n + 1;
     return v;
 }
 
@@ -492,4 +500,110 @@ static int envelope(json_t *obj, const char *raw, size_t raw_len, int64_t now_ns
 out:
     free(k);
     return rc;
+}
+
+/* ---- the hot path: scanner first, jansson for everything else ---- */
+
+static const jscan_member_t *find_member(const jscan_member_t *m, size_t n, const char *name) {
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (m[i].key_len == len && memcmp(m[i].key, name, len) == 0) return &m[i];
+    return NULL;
+}
+
+static char *dup_bytes(const char *p, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* Returns 1 if the scanner could decide everything (and filled out), 0 to ask jansson, -1 on OOM. */
+static int prepare_fast(const char *data, size_t len, const char *const *required, size_t n_required,
+                        const char *key_field, int64_t now_ns, pbrec_prepared_t *out) {
+    jscan_member_t m[JSCAN_MAX_MEMBERS];
+    size_t n;
+    if (jscan_object(data, len, m, &n) != JSCAN_OK) return 0;
+    for (size_t i = 0; i < n_required; i++) {
+        const jscan_member_t *f = find_member(m, n, required[i]);
+        if (!f || f->type == JSCAN_NULL) return 0;
+    }
+    const jscan_member_t *mv = find_member(m, n, PBREC_FIELD_MODEL_VERSION);
+    if (mv && (mv->type != JSCAN_STRING || mv->value_escaped || mv->value_len == 0)) return 0;
+    const jscan_member_t *ts = find_member(m, n, PBREC_FIELD_TIMESTAMP);
+    int64_t ts_ms = 0;
+    if (ts) {
+        char buf[64];
+        if (ts->type != JSCAN_STRING || ts->value_escaped || ts->value_len >= sizeof buf) return 0;
+        memcpy(buf, ts->value, ts->value_len);
+        buf[ts->value_len] = '\0';
+        if (pbrec_parse_time(buf, &ts_ms) != 0 || ts_ms < 0) return 0;
+    }
+    const jscan_member_t *key = key_field ? find_member(m, n, key_field) : NULL;
+    if (key && (key->type != JSCAN_STRING || key->value_escaped)) return 0; /* numbers: jansson's text */
+
+    char added[32] = "";
+    if (!ts) {
+        pbrec_format_time(now_ns, added, sizeof added);
+        if (added[0] == '\0' || pbrec_parse_time(added, &ts_ms) != 0) return 0;
+    }
+    /* The object's text without surrounding white space ('{' ... '}'). */
+    size_t start = 0, end = len;
+    while (start < end && data[start] != '{') start++;
+    while (end > start && data[end - 1] != '}') end--;
+    out->value = raw_value(data + start, end - start, ts ? NULL : added, n > 0, &out->value_len);
+    out->key = key ? dup_bytes(key->value, key->value_len) : NULL;
+    out->key_len = key ? key->value_len : 0;
+    out->model_version = mv ? dup_bytes(mv->value, mv->value_len) : NULL;
+    out->timestamp_ms = ts_ms;
+    out->fast = 1;
+    if (!out->value || (key && !out->key) || (mv && !out->model_version)) return -1;
+    return 1;
+}
+
+pbrec_status_t pbrec_prepare(const char *data, size_t len, const char *const *required, size_t n_required,
+                             const char *key_field, int64_t now_ns, int force_jansson, pbrec_prepared_t *out,
+                             char *reason, size_t reason_size) {
+    memset(out, 0, sizeof *out);
+    if (reason && reason_size > 0) reason[0] = '\0';
+    /* The scanner trusts its input to be UTF-8; the check is cheap and shared with jansson's path. */
+    if (!force_jansson && pbrec_utf8_bad_offset((const unsigned char *)data, len) >= len) {
+        int r = prepare_fast(data, len, required, n_required, key_field, now_ns, out);
+        if (r == 1) return PBREC_OK;
+        pbrec_prepared_free(out);
+        if (r < 0) {
+            pbrec_reason(reason, reason_size, "out of memory");
+            return PBREC_TOO_LARGE;
+        }
+    }
+    json_t *obj = NULL;
+    pbrec_status_t st = pbrec_validate(data, len, required, n_required, &obj, reason, reason_size);
+    if (st != PBREC_OK) return st;
+    if (pbrec_envelope_raw(obj, data, len, now_ns, key_field, &out->value, &out->value_len, &out->key,
+                           &out->key_len, &out->timestamp_ms, reason, reason_size) != 0) {
+        json_decref(obj);
+        pbrec_prepared_free(out);
+        return PBREC_BAD_FIELD;
+    }
+    const char *mv = json_string_value(json_object_get(obj, PBREC_FIELD_MODEL_VERSION));
+    if (mv) {
+        out->model_version = strdup(mv);
+        if (!out->model_version) {
+            json_decref(obj);
+            pbrec_prepared_free(out);
+            pbrec_reason(reason, reason_size, "out of memory");
+            return PBREC_TOO_LARGE;
+        }
+    }
+    json_decref(obj);
+    return PBREC_OK;
+}
+
+void pbrec_prepared_free(pbrec_prepared_t *p) {
+    free(p->value);
+    free(p->key);
+    free(p->model_version);
+    memset(p, 0, sizeof *p);
 }

@@ -62,4 +62,28 @@ int pbrec_envelope_raw(json_t *obj, const char *raw, size_t raw_len, int64_t now
                        char **value, size_t *value_len, char **key, size_t *key_len, int64_t *timestamp_ms,
                        char *reason, size_t reason_size);
 
+/* A record ready to publish, as predbridged needs it. All pointers are malloc'd and owned by the
+ * caller (pbrec_prepared_free); key and model_version may be NULL. */
+typedef struct pbrec_prepared {
+    char *value;
+    size_t value_len;
+    char *key;
+    size_t key_len;
+    char *model_version;
+    int64_t timestamp_ms;
+    int fast; /* 1 if the allocation-free scanner decided, 0 if jansson did (for tests and profiling) */
+} pbrec_prepared_t;
+
+/*
+ * pbrec_validate + pbrec_envelope_raw in one step, for predbridged's hot path: the common case (a
+ * plain, well-formed object) is decided by an allocation-free scanner; anything else is handed to
+ * jansson, so statuses and reasons are exactly pbrec_validate's. With force_jansson, always jansson
+ * (the reference the scanner is fuzzed against). Returns PBREC_OK and fills out, or a status with
+ * reason (out zeroed). A key-field error is reported as PBREC_BAD_FIELD.
+ */
+pbrec_status_t pbrec_prepare(const char *data, size_t len, const char *const *required, size_t n_required,
+                             const char *key_field, int64_t now_ns, int force_jansson, pbrec_prepared_t *out,
+                             char *reason, size_t reason_size);
+void pbrec_prepared_free(pbrec_prepared_t *p);
+
 #endif
