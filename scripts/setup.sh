@@ -12,6 +12,7 @@ pkgs=(
   clang libclang-rt-14-dev valgrind
   kcat openjdk-17-jre-headless maven
   socat procps psmisc
+  prometheus # promtool: it_metrics checks predbridged's /metrics output with it
 )
 
 missing=()

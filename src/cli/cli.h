@@ -4,5 +4,7 @@
 
 /* Each returns the process exit code: 0 success, 1 failure of the job, 2 usage error. */
 int pbcli_send(int argc, char **argv);
+int pbcli_check(int argc, char **argv);
+int pbcli_tail(int argc, char **argv);
 
 #endif

@@ -11,6 +11,8 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  send      write predictions (NDJSON) into predbridged's socket, optionally with acknowledgements\n"
+            "  check     diagnose a config: certificates, key, chain, pins, live TLS handshake, ACLs\n"
+            "  tail      consume verified predictions from Kafka and print them as JSON lines\n"
             "\n"
             "Run 'predbridge <command> --help' for a command's options.\n");
 }
@@ -22,6 +24,8 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "send")) return pbcli_send(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check")) return pbcli_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tail")) return pbcli_tail(argc - 1, argv + 1);
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
         printf("predbridge %s\n", pb_version_str());
         return 0;

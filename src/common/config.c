@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 typedef enum {
@@ -29,6 +31,10 @@ typedef enum {
 
 #define PBCONF_REQUIRED 0x1u
 #define PBCONF_EUID_DEFAULT 0x2u /* default computed at load time: the process's euid */
+/* Scope: a key without these is predbridged's only; SHARED keys mean the same to libpredbridge's
+ * consumer config, CONSUMER keys are the consumer's only. One table, so both parse alike. */
+#define PBCONF_SHARED 0x4u
+#define PBCONF_CONSUMER 0x8u
 
 /* Extra validation after the typed value is stored; returns PB_OK or a code with the reason in why. */
 typedef pb_err_t (*pbconf_check_fn)(const char *text, const pbd_config_t *cfg, char *why, size_t why_size);
@@ -54,6 +60,7 @@ _Static_assert(PBLOG_TEXT == 0 && PBLOG_JSON == 1, "log.format choices are liste
 static const char *const pbconf_compressions[] = {"none", "gzip", "snappy", "lz4", "zstd", NULL};
 static const char *const pbconf_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const pbconf_formats[] = {"text", "json", NULL};
+static const char *const pbconf_offset_resets[] = {"earliest", "latest", NULL};
 
 static void pbconf_store_level(pbd_config_t *cfg, size_t i) {
     cfg->log_level = (pblog_level_t)i;
@@ -225,6 +232,36 @@ static pb_err_t pbconf_check_topic(const char *text, const pbd_config_t *cfg, ch
     return PB_OK;
 }
 
+/* http.listen serves unauthenticated metrics: loopback only. */
+static pb_err_t pbconf_check_http_listen(const char *text, const pbd_config_t *cfg, char *why, size_t why_size) {
+    (void)cfg;
+    const char *colon = strrchr(text, ':');
+    unsigned long long port = 0;
+    if (!colon || pbconf_parse_ull(colon + 1, strlen(colon + 1), &port) != 0 || port > 65535) {
+        pbconf_why(why, why_size, "'%s': expected host:port with a port 0..65535 (e.g. 127.0.0.1:9464)", text);
+        return PB_ERR_CONFIG;
+    }
+    size_t hlen = (size_t)(colon - text);
+    char host[64];
+    if (hlen == 0 || hlen >= sizeof host) {
+        pbconf_why(why, why_size, "'%s': expected host:port (e.g. 127.0.0.1:9464)", text);
+        return PB_ERR_CONFIG;
+    }
+    memcpy(host, text, hlen);
+    host[hlen] = '\0';
+    struct in_addr a4;
+    int loopback = strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
+                   (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127);
+    if (!loopback) {
+        pbconf_why(why, why_size,
+                   "'%s' is not a loopback address: the metrics and health endpoint has no authentication, "
+                   "so it listens on 127.0.0.0/8, localhost or [::1] only",
+                   text);
+        return PB_ERR_INSECURE;
+    }
+    return PB_OK;
+}
+
 #define PBCONF_OFF(field) offsetof(pbd_config_t, field)
 #define PBCONF_LIST_AT(field) .off = PBCONF_OFF(field), .count_off = PBCONF_OFF(n_##field)
 #define PBCONF_TLS_FILE(i) .type = PBCONF_FILE, .off = PBCONF_OFF(tls_strings[i])
@@ -247,36 +284,36 @@ static const pbconf_key_t pbconf_keys[] = {
      .doc = "Groups whose members' connections are accepted (the peer's primary gid)."},
     {.name = "socket.max_connections", .type = PBCONF_INT, .def = "4096", .min = 1, .max = 65536,
      .off = PBCONF_OFF(max_connections), .doc = "Connections served at once; further ones are refused."},
-    {.name = "bootstrap.servers", .type = PBCONF_STRING, .flags = PBCONF_REQUIRED,
+    {.name = "bootstrap.servers", .type = PBCONF_STRING, .flags = PBCONF_REQUIRED | PBCONF_SHARED,
      .off = PBCONF_OFF(bootstrap_servers), .check = pbconf_check_servers,
      .doc = "Kafka brokers to start from, host:port[,host:port...], no scheme: always TLS."},
     {.name = "topic", .type = PBCONF_STRING, .def = "predictions", .off = PBCONF_OFF(topic),
      .check = pbconf_check_topic, .doc = "Kafka topic the predictions are published to."},
-    {.name = "tls.ca", PBCONF_TLS_FILE(0), .flags = PBCONF_REQUIRED,
+    {.name = "tls.ca", PBCONF_TLS_FILE(0), .flags = PBCONF_REQUIRED | PBCONF_SHARED,
      .doc = "PEM CA bundle the broker's certificate must chain to."},
-    {.name = "tls.cert", PBCONF_TLS_FILE(1),
+    {.name = "tls.cert", PBCONF_TLS_FILE(1), .flags = PBCONF_SHARED,
      .doc = "PEM client certificate (chain allowed) presented to the broker; needs tls.key. "
             "Either tls.cert + tls.key or tls.keystore is required."},
-    {.name = "tls.key", PBCONF_TLS_FILE(2),
+    {.name = "tls.key", PBCONF_TLS_FILE(2), .flags = PBCONF_SHARED,
      .doc = "PEM private key of tls.cert; should be readable by predbridged only."},
-    {.name = "tls.key_passphrase_file", PBCONF_TLS_FILE(3),
+    {.name = "tls.key_passphrase_file", PBCONF_TLS_FILE(3), .flags = PBCONF_SHARED,
      .doc = "File whose first line is the passphrase of an encrypted tls.key."},
-    {.name = "tls.keystore", PBCONF_TLS_FILE(4),
+    {.name = "tls.keystore", PBCONF_TLS_FILE(4), .flags = PBCONF_SHARED,
      .doc = "PKCS#12 keystore with client certificate and key, instead of tls.cert + tls.key."},
-    {.name = "tls.keystore_passphrase_file", PBCONF_TLS_FILE(5),
+    {.name = "tls.keystore_passphrase_file", PBCONF_TLS_FILE(5), .flags = PBCONF_SHARED,
      .doc = "File whose first line is the passphrase of tls.keystore."},
-    {.name = "tls.crl", PBCONF_TLS_FILE(6),
+    {.name = "tls.crl", PBCONF_TLS_FILE(6), .flags = PBCONF_SHARED,
      .doc = "PEM certificate revocation list checked against the broker's chain."},
-    {.name = "tls.pins", .type = PBCONF_PINS, .def = "", .def_doc = "(none)", .max = PBTLS_MAX_PINS,
+    {.name = "tls.pins", .type = PBCONF_PINS, .flags = PBCONF_SHARED, .def = "", .def_doc = "(none)", .max = PBTLS_MAX_PINS,
      .doc = "SHA-256 pins of the broker's public key (sha256//BASE64 of the SPKI); when set, the broker "
             "must match one of them in addition to CA and host-name verification."},
-    {.name = "tls.expiry.warn_days", .type = PBCONF_INT, .def = "30", .min = 0, .max = 3650,
+    {.name = "tls.expiry.warn_days", .type = PBCONF_INT, .flags = PBCONF_SHARED, .def = "30", .min = 0, .max = 3650,
      .off = PBCONF_OFF(tls.expiry_warn_days),
      .doc = "Warn when the client certificate or CA expires within this many days."},
-    {.name = "message.max_bytes", .type = PBCONF_SIZE, .def = "1048576", .min = 64, .max = 16777216,
+    {.name = "message.max_bytes", .type = PBCONF_SIZE, .flags = PBCONF_SHARED, .def = "1048576", .min = 64, .max = 16777216,
      .off = PBCONF_OFF(max_message_bytes),
      .doc = "Longest accepted prediction line; longer ones are rejected."},
-    {.name = "message.required_fields", .type = PBCONF_LIST, .def = "model_version,prediction", .max = 64,
+    {.name = "message.required_fields", .type = PBCONF_LIST, .flags = PBCONF_SHARED, .def = "model_version,prediction", .max = 64,
      PBCONF_LIST_AT(required_fields), .doc = "Top-level JSON fields every prediction must have."},
     {.name = "message.key_field", .type = PBCONF_STRING, .off = PBCONF_OFF(key_field),
      .doc = "Top-level JSON field whose value becomes the Kafka message key; unset: no key."},
@@ -292,6 +329,23 @@ static const pbconf_key_t pbconf_keys[] = {
      .store_choice = pbconf_store_level, .doc = "Least severe level that is logged."},
     {.name = "log.format", .type = PBCONF_ENUM, .def = "text", .choices = pbconf_formats,
      .store_choice = pbconf_store_format, .doc = "Log lines as text or as JSON objects, on stderr."},
+    {.name = "http.listen", .type = PBCONF_STRING, .off = PBCONF_OFF(http_listen), .check = pbconf_check_http_listen,
+     .doc = "Address of the HTTP endpoint for /metrics (Prometheus), /healthz and /readyz; unset: off. "
+            "host:port on loopback only (127.0.0.0/8, localhost or [::1]), since it has no authentication; "
+            "port 0 picks a free port (logged)."},
+    {.name = "group.id", .type = PBCONF_STRING, .flags = PBCONF_REQUIRED | PBCONF_CONSUMER,
+     .off = PBCONF_OFF(group_id), .doc = "Consumer group: members share the partitions and the committed offsets."},
+    {.name = "topics", .type = PBCONF_LIST, .flags = PBCONF_CONSUMER, .def = "predictions", .max = 64,
+     PBCONF_LIST_AT(topics), .doc = "Topics the consumer subscribes to, comma-separated."},
+    {.name = "auto.offset.reset", .type = PBCONF_ENUM, .flags = PBCONF_CONSUMER, .def = "earliest",
+     .choices = pbconf_offset_resets, .off = PBCONF_OFF(auto_offset_reset),
+     .doc = "Where a group without a committed offset starts: the oldest record or only new ones."},
+    {.name = "consumer.retry_backoff_ms", .type = PBCONF_INT, .flags = PBCONF_CONSUMER, .def = "1000", .min = 0,
+     .max = 600000, .off = PBCONF_OFF(retry_backoff_ms),
+     .doc = "After a handler asked for a retry, how long that partition waits before redelivery."},
+    {.name = "consumer.commit_interval_ms", .type = PBCONF_INT, .flags = PBCONF_CONSUMER, .def = "1000",
+     .min = 10, .max = 60000, .off = PBCONF_OFF(commit_interval_ms),
+     .doc = "How often processed offsets are committed (batched); close commits the rest synchronously."},
 };
 /* clang-format on */
 
@@ -307,9 +361,31 @@ static const struct {
     {"compression.type", "producer.compression"},
 };
 
-static const pbconf_key_t *pbconf_find_key(const char *name) {
+/* Consumer properties the library owns: they carry its at-least-once promise (an offset is stored
+ * and committed only after the handler said so) or have a key of their own. */
+static const struct {
+    const char *property, *reason;
+} pbconf_consumer_owned[] = {
+    {"enable.auto.commit", "offsets are committed only after on_prediction returned commit"},
+    {"enable.auto.offset.store", "offsets are stored only after on_prediction returned commit"},
+    {"auto.commit.enable", "offsets are committed only after on_prediction returned commit"},
+    {"group.id", "use the group.id key"},
+    {"auto.offset.reset", "use the auto.offset.reset key"},
+    {"topic.auto.offset.reset", "use the auto.offset.reset key"},
+    {"enable.partition.eof", "the library drives the consumer loop"},
+    {"consume.callback.max.messages", "the library drives the consumer loop"},
+    {"auto.commit.interval.ms", "use the consumer.commit_interval_ms key"},
+};
+
+static int pbconf_in_scope(const pbconf_key_t *k, pbconf_scope_t scope) {
+    if (scope == PBCONF_SCOPE_CONSUMER) return (k->flags & (PBCONF_SHARED | PBCONF_CONSUMER)) != 0;
+    return (k->flags & PBCONF_CONSUMER) == 0;
+}
+
+static const pbconf_key_t *pbconf_find_key(const char *name, pbconf_scope_t scope) {
     for (size_t i = 0; i < PBCONF_N_KEYS; i++)
-        if (strcmp(pbconf_keys[i].name, name) == 0) return &pbconf_keys[i];
+        if (strcmp(pbconf_keys[i].name, name) == 0 && pbconf_in_scope(&pbconf_keys[i], scope))
+            return &pbconf_keys[i];
     return NULL;
 }
 
@@ -602,8 +678,8 @@ pbconf_apply(pbd_config_t *cfg, const pbconf_key_t *k, const char *text, char *w
 /* Checks a kafka.<property> entry and appends it to cfg->kafka. */
 __attribute__((warn_unused_result)) static pb_err_t pbconf_add_kafka(pbd_config_t *cfg,
                                                                      const props_entry_t *e,
-                                                                     rd_kafka_conf_t **scratch, char *errstr,
-                                                                     size_t errstr_size) {
+                                                                     pbconf_scope_t scope, rd_kafka_conf_t **scratch,
+                                                                     char *errstr, size_t errstr_size) {
     const char *prop = e->key + strlen("kafka.");
     char why[600];
     if (!*prop) {
@@ -616,7 +692,16 @@ __attribute__((warn_unused_result)) static pb_err_t pbconf_add_kafka(pbd_config_
         pbconf_fail(errstr, errstr_size, e, e->key, why);
         return PB_ERR_INSECURE;
     }
-    for (size_t i = 0; i < sizeof pbconf_kafka_owned / sizeof pbconf_kafka_owned[0]; i++) {
+    for (size_t i = 0; scope == PBCONF_SCOPE_CONSUMER && i < sizeof pbconf_consumer_owned / sizeof pbconf_consumer_owned[0];
+         i++) {
+        if (strcasecmp(prop, pbconf_consumer_owned[i].property) == 0) {
+            snprintf(why, sizeof why, "refused: %s", pbconf_consumer_owned[i].reason);
+            pbconf_fail(errstr, errstr_size, e, e->key, why);
+            return PB_ERR_INSECURE;
+        }
+    }
+    for (size_t i = 0; scope == PBCONF_SCOPE_DAEMON && i < sizeof pbconf_kafka_owned / sizeof pbconf_kafka_owned[0];
+         i++) {
         if (strcasecmp(prop, pbconf_kafka_owned[i].property) == 0) {
             snprintf(why, sizeof why, "use the %s key", pbconf_kafka_owned[i].key);
             pbconf_fail(errstr, errstr_size, e, e->key, why);
@@ -644,11 +729,12 @@ __attribute__((warn_unused_result)) static pb_err_t pbconf_add_kafka(pbd_config_
     return PB_OK;
 }
 
-static void pbconf_unknown(const props_entry_t *e, char *errstr, size_t errstr_size) {
+static void pbconf_unknown(const props_entry_t *e, pbconf_scope_t scope, char *errstr, size_t errstr_size) {
     char where[512];
     const char *best = NULL;
     size_t best_d = 3;
     for (size_t i = 0; i < PBCONF_N_KEYS; i++) {
+        if (!pbconf_in_scope(&pbconf_keys[i], scope)) continue;
         size_t d = pbconf_distance(e->key, pbconf_keys[i].name);
         if (d < best_d) best_d = d, best = pbconf_keys[i].name;
     }
@@ -660,7 +746,9 @@ static void pbconf_unknown(const props_entry_t *e, char *errstr, size_t errstr_s
 }
 
 static size_t pbconf_index(const char *name) {
-    return (size_t)(pbconf_find_key(name) - pbconf_keys);
+    for (size_t i = 0; i < PBCONF_N_KEYS; i++)
+        if (strcmp(pbconf_keys[i].name, name) == 0) return i;
+    return 0;
 }
 
 /* Keys that make no sense without another (indexes into tls_strings). */
@@ -676,6 +764,7 @@ static const struct {
 
 /* Rules that span keys, checked once every key has its value. */
 __attribute__((warn_unused_result)) static pb_err_t pbconf_cross_check(const pbd_config_t *cfg,
+                                                                       pbconf_scope_t scope,
                                                                        const props_entry_t *const *seen,
                                                                        char *errstr, size_t errstr_size) {
     /* ca, cert, key, key_passphrase_file, keystore, keystore_passphrase_file, crl */
@@ -698,7 +787,7 @@ __attribute__((warn_unused_result)) static pb_err_t pbconf_cross_check(const pbd
             return PB_ERR_CONFIG;
         }
     }
-    if (cfg->n_allowed_uids == 0 && cfg->n_allowed_gids == 0) {
+    if (scope == PBCONF_SCOPE_DAEMON && cfg->n_allowed_uids == 0 && cfg->n_allowed_gids == 0) {
         pbconf_fail(errstr, errstr_size, seen[pbconf_index("socket.allowed_uids")], "socket.allowed_uids",
                     "socket.allowed_uids and socket.allowed_gids are both empty: no client could connect");
         return PB_ERR_CONFIG;
@@ -706,7 +795,8 @@ __attribute__((warn_unused_result)) static pb_err_t pbconf_cross_check(const pbd
     return PB_OK;
 }
 
-pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props, char *errstr, size_t errstr_size) {
+pb_err_t pbconf_load_scoped(pbd_config_t *cfg, const props_t *props, pbconf_scope_t scope, char *errstr,
+                            size_t errstr_size) {
     const props_entry_t *seen[PBCONF_N_KEYS] = {0};
     rd_kafka_conf_t *scratch = NULL;
     char why[600], sink[1] = "";
@@ -716,12 +806,12 @@ pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props, char *errst
     for (size_t i = 0; i < props_count(props); i++) {
         const props_entry_t *e = props_at(props, i);
         if (strncmp(e->key, "kafka.", 6) == 0) {
-            if ((rc = pbconf_add_kafka(cfg, e, &scratch, errstr, errstr_size)) != PB_OK) goto out;
+            if ((rc = pbconf_add_kafka(cfg, e, scope, &scratch, errstr, errstr_size)) != PB_OK) goto out;
             continue;
         }
-        const pbconf_key_t *k = pbconf_find_key(e->key);
+        const pbconf_key_t *k = pbconf_find_key(e->key, scope);
         if (!k) {
-            pbconf_unknown(e, errstr, errstr_size);
+            pbconf_unknown(e, scope, errstr, errstr_size);
             rc = PB_ERR_CONFIG;
             goto out;
         }
@@ -733,7 +823,7 @@ pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props, char *errst
     }
     for (size_t i = 0; i < PBCONF_N_KEYS; i++) {
         const pbconf_key_t *k = &pbconf_keys[i];
-        if (seen[i]) continue;
+        if (seen[i] || !pbconf_in_scope(k, scope)) continue;
         if (k->flags & PBCONF_REQUIRED) {
             snprintf(errstr, errstr_size, "missing required key '%s'", k->name);
             rc = PB_ERR_CONFIG;
@@ -751,7 +841,7 @@ pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props, char *errst
             goto out;
         }
     }
-    if ((rc = pbconf_cross_check(cfg, seen, errstr, errstr_size)) != PB_OK) goto out;
+    if ((rc = pbconf_cross_check(cfg, scope, seen, errstr, errstr_size)) != PB_OK) goto out;
     cfg->tls.ca = cfg->tls_strings[0];
     cfg->tls.cert = cfg->tls_strings[1];
     cfg->tls.key = cfg->tls_strings[2];
@@ -764,6 +854,33 @@ out:
     if (scratch) rd_kafka_conf_destroy(scratch);
     if (rc != PB_OK) pbd_config_free(cfg);
     return rc;
+}
+
+pb_err_t pbconf_check_entry(const props_entry_t *e, pbconf_scope_t scope, char *errstr, size_t errstr_size) {
+    pbd_config_t cfg;
+    rd_kafka_conf_t *scratch = NULL;
+    char why[600];
+    pb_err_t rc;
+    memset(&cfg, 0, sizeof cfg);
+    if (strncmp(e->key, "kafka.", 6) == 0) {
+        rc = pbconf_add_kafka(&cfg, e, scope, &scratch, errstr, errstr_size);
+    } else {
+        const pbconf_key_t *k = pbconf_find_key(e->key, scope);
+        if (!k) {
+            pbconf_unknown(e, scope, errstr, errstr_size);
+            rc = PB_ERR_CONFIG;
+        } else if ((rc = pbconf_apply(&cfg, k, e->value, why, sizeof why)) != PB_OK) {
+            pbconf_fail(errstr, errstr_size, e, k->name, why);
+        }
+    }
+    if (rc == PB_ERR_NOMEM) snprintf(errstr, errstr_size, "out of memory while checking key '%s'", e->key);
+    if (scratch) rd_kafka_conf_destroy(scratch);
+    pbd_config_free(&cfg);
+    return rc;
+}
+
+pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props, char *errstr, size_t errstr_size) {
+    return pbconf_load_scoped(cfg, props, PBCONF_SCOPE_DAEMON, errstr, errstr_size);
 }
 
 int pbd_config_load(pbd_config_t *cfg, const props_t *props, char *errstr, size_t errstr_size) {
@@ -782,6 +899,10 @@ void pbd_config_free(pbd_config_t *cfg) {
     pbconf_free_strings(cfg->required_fields, cfg->n_required_fields);
     free(cfg->key_field);
     free(cfg->compression);
+    free(cfg->http_listen);
+    free(cfg->group_id);
+    pbconf_free_strings(cfg->topics, cfg->n_topics);
+    free(cfg->auto_offset_reset);
     for (size_t i = 0; i < cfg->n_kafka; i++) {
         free(cfg->kafka[i].property);
         free(cfg->kafka[i].value);
@@ -803,6 +924,7 @@ void pbd_config_write_reference(FILE *f) {
     fputs("| key | default | meaning |\n|---|---|---|\n", f);
     for (size_t i = 0; i < PBCONF_N_KEYS; i++) {
         const pbconf_key_t *k = &pbconf_keys[i];
+        if (!pbconf_in_scope(k, PBCONF_SCOPE_DAEMON)) continue;
         fprintf(f, "| `%s` | ", k->name);
         if (k->flags & PBCONF_REQUIRED)
             fputs("(required)", f);

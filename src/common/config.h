@@ -54,9 +54,24 @@ typedef struct pbd_config {
     pblog_level_t log_level;    /* log.level: error|warn|info|debug, default info */
     pblog_format_t log_format;  /* log.format: text|json, default text */
 
+    /* http.* */
+    char *http_listen;          /* http.listen: loopback host:port for /metrics, /healthz, /readyz; NULL: off */
+
     pbconf_kafka_prop_t *kafka; /* kafka.* pass-through, in file order */
     size_t n_kafka;
+
+    /* consumer scope only (libpredbridge); unset in the daemon's config */
+    char *group_id;             /* group.id, required */
+    char **topics;              /* topics, default "predictions" */
+    size_t n_topics;
+    char *auto_offset_reset;    /* auto.offset.reset: earliest|latest, default earliest */
+    int retry_backoff_ms;       /* consumer.retry_backoff_ms, default 1000 */
+    int commit_interval_ms;     /* consumer.commit_interval_ms, default 1000 */
 } pbd_config_t;
+
+/* Which program a config is for: the shared keys (bootstrap.servers, tls.*, message.max_bytes,
+ * message.required_fields, kafka.*) mean the same in both. */
+typedef enum { PBCONF_SCOPE_DAEMON = 0, PBCONF_SCOPE_CONSUMER = 1 } pbconf_scope_t;
 
 /*
  * Builds cfg from props: every key known and of the right type and range, required keys present,
@@ -72,6 +87,19 @@ __attribute__((warn_unused_result)) int pbd_config_load(pbd_config_t *cfg, const
  * plaintext:// in bootstrap.servers), PB_ERR_NOMEM, or PB_ERR_CONFIG for everything else; PB_OK on
  * success. Callers that report errors by code (predbridge check, libpredbridge) use this one. */
 __attribute__((warn_unused_result)) pb_err_t pbd_config_load_ex(pbd_config_t *cfg, const props_t *props,
+                                                                char *errstr, size_t errstr_size);
+
+/* As pbd_config_load_ex for either scope. The consumer scope knows group.id, topics,
+ * auto.offset.reset and consumer.*, not socket.*, topic, producer.* or log.*, and also refuses
+ * kafka.* properties that would break the consumer's commit semantics (enable.auto.commit,
+ * enable.auto.offset.store, ...) with PB_ERR_INSECURE. */
+__attribute__((warn_unused_result)) pb_err_t pbconf_load_scoped(pbd_config_t *cfg, const props_t *props,
+                                                                pbconf_scope_t scope, char *errstr,
+                                                                size_t errstr_size);
+
+/* Checks one entry alone (known key in scope, value of the right type and range, kafka.* allowed),
+ * for setters that report errors key by key. Errors as pbconf_load_scoped. */
+__attribute__((warn_unused_result)) pb_err_t pbconf_check_entry(const props_entry_t *e, pbconf_scope_t scope,
                                                                 char *errstr, size_t errstr_size);
 
 /* Frees what cfg owns and zeroes it. Safe on a zeroed or already freed cfg. */

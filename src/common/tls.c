@@ -945,6 +945,47 @@ out:
     return rc;
 }
 
+int pbtls_ssl_ctx_use_material(SSL_CTX *ctx, const pbtls_settings_t *s, char *errstr, size_t errstr_size) {
+    int rc = -1;
+    material_t m = {0};
+    if (!ctx || !s || (!s->keystore && (!s->cert || !s->key))) {
+        seterr(errstr, errstr_size,
+               "no client certificate configured (tls.cert and tls.key, or tls.keystore)");
+        return -1;
+    }
+    if ((s->keystore ? load_keystore(s, &m, errstr, errstr_size)
+                     : load_pem_material(s, &m, errstr, errstr_size)) != 0)
+        goto out;
+    if (X509_check_private_key(m.leaf, m.pkey) != 1) {
+        if (s->keystore)
+            seterr(errstr, errstr_size, "tls.keystore '%s': its private key does not match its certificate",
+                   s->keystore);
+        else
+            seterr(errstr, errstr_size, "tls.key '%s': does not match certificate tls.cert '%s'", s->key,
+                   s->cert);
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(ctx, m.leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, m.pkey) != 1) {
+        seterr(errstr, errstr_size, "%s '%s': OpenSSL refused the certificate or key: %s", m.cert_key,
+               m.cert_path, ossl_reason());
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_num(m.extra); i++) {
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(m.extra, i)) != 1) {
+            seterr(errstr, errstr_size, "%s '%s': cannot add chain certificate #%d: %s", m.cert_key,
+                   m.cert_path, i + 2, ossl_reason());
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    sk_X509_pop_free(m.extra, X509_free);
+    X509_free(m.leaf);
+    EVP_PKEY_free(m.pkey);
+    ERR_clear_error();
+    return rc;
+}
+
 /* ---- librdkafka ---- */
 
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, const char *from, int secret,

@@ -88,6 +88,15 @@ __attribute__((warn_unused_result)) int pbtls_check_material(const pbtls_setting
                                                              void *warn_ctx, char *errstr,
                                                              size_t errstr_size);
 
+/* Loads the client certificate (with any chain that came with it) and private key of s (tls.cert +
+ * tls.key, or tls.keystore; passphrases from their files, never a prompt) into an OpenSSL client
+ * context, for code that speaks TLS itself (`predbridge check`). Fails when the key does not match
+ * the certificate. Returns 0, or -1 with the cause (which key, which file) in errstr. */
+struct ssl_ctx_st;
+__attribute__((warn_unused_result)) int pbtls_ssl_ctx_use_material(struct ssl_ctx_st *ctx,
+                                                                   const pbtls_settings_t *s, char *errstr,
+                                                                   size_t errstr_size);
+
 /* Describes a DER or PEM certificate (no validation). Returns 0 or -1. */
 int pbtls_describe_der(const unsigned char *der, size_t len, pbtls_cert_info_t *info);
 

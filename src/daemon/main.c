@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "common/props.h"
 #include "common/tls.h"
+#include "metrics.h"
 #include "server.h"
 
 #include <getopt.h>
@@ -144,6 +145,7 @@ int main(int argc, char **argv) {
         PBLOG_E("start", "refusing to start: %s", errstr);
         goto out;
     }
+    pbm_set_cert_expiry(pbd_server_metrics(server), info.not_after, info.ca_not_after);
     exit_code = pbd_server_run(server) == 0 ? 0 : 1;
 out:
     pbd_server_free(server);

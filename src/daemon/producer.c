@@ -3,6 +3,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,9 +25,12 @@ struct pbd_producer {
     char *identity;
     int in_flight;
     /* Connection-state logging: a failure is logged once per change of cause, then counted. */
-    char last_cause[512];
+    char last_cause[512];    /* same_failure_key of the last cause logged */
+    int64_t last_logged_ms;  /* when it was logged (CLOCK_MONOTONIC) */
     unsigned long suppressed;
     int degraded;
+    pbm_metrics_t *metrics;      /* NULL until pbd_producer_set_metrics */
+    unsigned long verify_seen;   /* verifier failures already accounted */
 };
 
 PBTLS_OPAQUE_HEAD_CHECK(struct pbd_producer, tls);
@@ -63,22 +67,109 @@ static const char *hint_for(const char *cause) {
     return NULL;
 }
 
+/* Counts an error for metrics and readiness. Runs for every report, also those not logged again. */
+static void account_error(pbd_producer_t *p, int err, const char *cause) {
+    if (!p->metrics) return;
+    pbm_tls_cause_t tls = pbm_tls_classify(cause, "");
+    int tls_failed = err == RD_KAFKA_RESP_ERR__SSL || tls != PBM_TLS_OTHER;
+    unsigned long fresh = 0;
+    char verify[512] = "";
+    if (tls_failed && p->tls.verifier) {
+        /* "certificate verify failed" means our verifier refused the broker: its cause is the label.
+         * It also sees every refused handshake, which librdkafka reports only now and then. */
+        unsigned long failures = pbtls_verifier_failures(p->tls.verifier);
+        fresh = failures - p->verify_seen;
+        p->verify_seen = failures;
+        if (fresh || tls == PBM_TLS_CERTIFICATE_VERIFY) {
+            pbtls_verifier_last_failure(p->tls.verifier, verify, sizeof verify);
+            if (verify[0]) tls = pbm_tls_classify(cause, verify);
+        }
+    }
+    PBLOG_D("metrics", "broker error %s: tls %s, %lu new verifier failure(s)", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+            tls_failed ? pbm_tls_cause_name(tls) : "no", fresh);
+    if (tls_failed) {
+        pbm_tls_failure(p->metrics, tls, fresh > 1 ? fresh : 1);
+        if (tls == PBM_TLS_CLIENT_CERT_REFUSED) pbm_authentication_failure(p->metrics);
+    } else if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
+        pbm_authentication_failure(p->metrics);
+    } else if (pbm_is_authorization_error((rd_kafka_resp_err_t)err) ||
+               (err == RD_KAFKA_RESP_ERR__FATAL && pbm_is_authorization_error(rd_kafka_fatal_error(p->rk, NULL, 0)))) {
+        pbm_authorization_failure(p->metrics);
+    }
+    char why[1200];
+    snprintf(why, sizeof why, "%s: %s%s%s", rd_kafka_err2name((rd_kafka_resp_err_t)err), cause, verify[0] ? "; " : "",
+             verify);
+    if (err == RD_KAFKA_RESP_ERR__FATAL)
+        pbm_fatal(p->metrics, why);
+    else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        pbm_brokers_down(p->metrics, why);
+    else if (tls_failed || err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+             pbm_is_authorization_error((rd_kafka_resp_err_t)err))
+        pbm_not_ready(p->metrics, why);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+    (void)rk;
+    pbd_producer_t *p = opaque;
+    if (p->metrics && pbm_update_from_stats(p->metrics, json, json_len) != 0)
+        PBLOG_D("metrics", "librdkafka statistics could not be read");
+    return 0; /* librdkafka frees json */
+}
+
+void pbd_producer_set_metrics(pbd_producer_t *p, pbm_metrics_t *m) {
+    p->metrics = m;
+}
+
+#define REPEAT_LOG_MS 60000
+
+static int64_t mono_ms(void);
+
+/* One failure reads differently depending on where librdkafka saw it ("SSL handshake failed: X" or
+ * just X, with or without OpenSSL's source location "../ssl/...:1602:fn "): compare without those. */
+static void same_failure_key(const char *cause, char *out, size_t size) {
+    static const char handshake[] = "SSL handshake failed: ";
+    size_t n = 0;
+    for (const char *c = cause; *c && n + 1 < size;) {
+        if (!strncmp(c, handshake, sizeof handshake - 1)) {
+            c += sizeof handshake - 1;
+        } else if (!strncmp(c, "../", 3) && (c == cause || c[-1] == ' ')) {
+            c += strcspn(c, " ");
+            c += *c == ' ';
+        } else {
+            out[n++] = *c++;
+        }
+    }
+    out[n] = '\0';
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     (void)rk;
     pbd_producer_t *p = opaque;
     char cause[512], verify[512] = "";
     cause_of(reason, cause, sizeof cause);
     if (err == RD_KAFKA_RESP_ERR__SSL && p->tls.verifier) pbtls_verifier_last_failure(p->tls.verifier, verify, sizeof verify);
+    account_error(p, err, cause);
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         if (!p->degraded) PBLOG_W("broker.down", "all brokers are down; records are kept and retried");
         p->degraded = 1;
         return;
     }
-    if (!strcmp(cause, p->last_cause)) {
+    char key[512];
+    same_failure_key(cause, key, sizeof key);
+    if (!strcmp(key, p->last_cause)) {
         p->suppressed++;
+        int64_t now = mono_ms();
+        if (now - p->last_logged_ms >= REPEAT_LOG_MS) {
+            /* An outage that lasts: say so now and then, never once per retry. */
+            PBLOG_W("broker.error", "still failing: %s (%lu repeats in the last %lld s)", cause, p->suppressed,
+                    (long long)((now - p->last_logged_ms) / 1000));
+            p->suppressed = 0;
+            p->last_logged_ms = now;
+        }
         return;
     }
-    snprintf(p->last_cause, sizeof p->last_cause, "%s", cause);
+    snprintf(p->last_cause, sizeof p->last_cause, "%s", key);
+    p->last_logged_ms = mono_ms();
     const char *hint = hint_for(verify[0] ? verify : cause);
     pblog(rd_kafka_fatal_error(p->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s: %s%s%s%s%s%s",
           rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify, hint ? " (hint: " : "", hint ? hint : "",
@@ -160,6 +251,16 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_log_cb(conf, log_cb);
+    if (cfg->http_listen) {
+        /* Broker state, round-trip time and queue depth for /metrics and /readyz, unless the
+         * operator chose an interval with kafka.statistics.interval.ms. */
+        int own = 0;
+        for (size_t i = 0; i < cfg->n_kafka; i++) own |= !strcmp(cfg->kafka[i].property, "statistics.interval.ms");
+        if (!own && conf_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
+                             errstr_size))
+            goto fail;
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
+    }
 
     char e[512];
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
@@ -177,6 +278,12 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
     /* librdkafka writes these bytes to the fd whenever the main queue goes from empty to non-empty. */
     static const uint64_t one = 1;
     rd_kafka_queue_io_event_enable(p->mainq, p->event_fd, &one, sizeof one);
+    /* Broker threads run since rd_kafka_new: an error (e.g. connection refused) may already be
+     * queued, and the queue would then never go from empty to non-empty again. Look once. */
+    if (write(p->event_fd, &one, sizeof one) != (ssize_t)sizeof one) {
+        snprintf(errstr, errstr_size, "eventfd write: %s", strerror(errno));
+        goto fail;
+    }
     return p;
 
 fail_nomem:

@@ -38,6 +38,11 @@ typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t
 pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
                                  char *errstr, size_t errstr_size);
 
+/* Where broker errors, TLS failure causes and librdkafka statistics (emitted when cfg->http_listen is
+ * set) are counted; call before the first pbd_producer_serve. Callbacks run on the event loop. */
+struct pbm_metrics;
+void pbd_producer_set_metrics(pbd_producer_t *p, struct pbm_metrics *m);
+
 /* A file descriptor that becomes readable when delivery reports or errors are waiting. */
 int pbd_producer_fd(const pbd_producer_t *p);
 

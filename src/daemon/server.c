@@ -5,6 +5,8 @@
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/record.h"
+#include "http.h"
+#include "metrics.h"
 #include "peer.h"
 #include "producer.h"
 
@@ -18,6 +20,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +70,7 @@ struct conn {
     size_t out_len, out_cap;
     int eof;        /* the writer finished sending; everything it sent is framed */
     int gone;       /* the writer closed entirely: no more events, nobody reads replies */
+    int read_eof;   /* end of stream seen while bytes still wait in the backlog */
     int reading;    /* EPOLLIN is registered */
     int writing;    /* EPOLLOUT is registered */
 };
@@ -83,6 +87,9 @@ struct pbd_server {
     int paused; /* librdkafka's queue is full: no connection is read */
     int stopping;
     pbd_stats_t stats;
+    pbm_metrics_t *metrics; /* the same counts, thread-safe, for /metrics (http.c) */
+    pbd_http_t *http;       /* NULL unless http.listen is set */
+    int timer_fd;           /* 1 s tick: /healthz sees the loop alive while idle */
     char rbuf[READ_CHUNK];
     /* Rejected-line logging is rate-limited per second. */
     time_t reject_log_sec;
@@ -91,7 +98,7 @@ struct pbd_server {
 };
 
 /* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
-static char tag_listen, tag_signal, tag_producer;
+static char tag_listen, tag_signal, tag_producer, tag_timer;
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -202,23 +209,43 @@ static int out_reserve(conn_t *c, size_t more) {
     return 0;
 }
 
-static void format_reply(conn_t *c, const reply_t *r) {
-    json_t *o = json_object();
-    if (!o) return;
-    json_object_set_new(o, "seq", json_integer((json_int_t)r->seq));
-    if (r->id[0]) json_object_set_new(o, "id", json_string(r->id));
-    json_object_set_new(o, "status", json_string(status_names[r->status]));
-    if (r->reason) json_object_set_new(o, r->status == R_READY ? "ack" : "reason", json_string(r->reason));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!text) return;
-    size_t n = strlen(text);
-    if (out_reserve(c, n + 1) == 0) {
-        memcpy(c->out + c->out_len, text, n);
-        c->out[c->out_len + n] = '\n';
-        c->out_len += n + 1;
+/* Appends s as JSON string content. Reasons are our own text; escaping keeps the line valid JSON. */
+static size_t json_escape_into(char *out, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20) {
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[ch >> 4];
+            out[n + 5] = hex[ch & 15];
+            n += 6;
+        } else {
+            out[n++] = (char)ch;
+        }
     }
-    free(text);
+    return n;
+}
+
+/* One reply line, formatted directly (this is per line in ack mode: no JSON tree). */
+static void format_reply(conn_t *c, const reply_t *r) {
+    size_t reason_len = r->reason ? strlen(r->reason) : 0;
+    if (out_reserve(c, 128 + PBREC_ID_LEN + 6 * reason_len) != 0) return;
+    char *o = c->out + c->out_len;
+    size_t n = (size_t)sprintf(o, "{\"seq\":%llu", (unsigned long long)r->seq);
+    if (r->id[0]) n += (size_t)sprintf(o + n, ",\"id\":\"%s\"", r->id);
+    n += (size_t)sprintf(o + n, ",\"status\":\"%s\"", status_names[r->status]);
+    if (r->reason) {
+        n += (size_t)sprintf(o + n, ",\"%s\":\"", r->status == R_READY ? "ack" : "reason");
+        n += json_escape_into(o + n, r->reason);
+        o[n++] = '"';
+    }
+    o[n++] = '}';
+    o[n++] = '\n';
+    c->out_len += n;
 }
 
 static void reply_free(reply_t *r) {
@@ -277,6 +304,7 @@ static int conn_write(pbd_server_t *s, conn_t *c) {
 static void conn_close(pbd_server_t *s, conn_t *c, const char *why) {
     PBLOG_D("conn.close", "connection fd %d (pid %d uid %u) closed: %s", c->fd, (int)c->pid, (unsigned)c->uid, why);
     if (!c->gone) epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    pbm_connection_closed(s->metrics); /* before close: a writer seeing EOF sees the gauge updated */
     close(c->fd);
     /* Replies awaiting delivery reports outlive us: the report frees them. */
     for (reply_t *r = c->head, *next; r; r = next) {
@@ -324,6 +352,7 @@ static void log_reject(pbd_server_t *s, const conn_t *c, uint64_t seq, const cha
 
 static void reject(pbd_server_t *s, conn_t *c, uint64_t seq, const char *reason) {
     s->stats.rejected++;
+    pbm_rejected(s->metrics, reason);
     log_reject(s, c, seq, reason);
     if (c->ack) reply_add(c, seq, R_REJECTED, NULL, reason);
 }
@@ -363,10 +392,12 @@ static int send_pending(pbd_server_t *s, conn_t *c) {
     reply_t *rep = c->pending_reply;
     if (r == PBD_SEND_OK) {
         s->stats.accepted++;
+        pbm_accepted(s->metrics);
         if (rep && c->ack == ACK_ACCEPTED) rep->status = R_ACCEPTED;
     } else {
         free(c->pending.value);
         s->stats.rejected++;
+        pbm_rejected(s->metrics, reason);
         log_reject(s, c, rep ? rep->seq : 0, reason);
         if (rep) {
             rep->status = R_REJECTED;
@@ -386,6 +417,7 @@ static void pause_reading(pbd_server_t *s) {
     if (s->paused) return;
     s->paused = 1;
     s->stats.pauses++;
+    pbm_paused(s->metrics);
     time_t now = time(NULL);
     if (now - s->pause_logged >= 10) {
         PBLOG_I("backpressure", "producer queue full (%d records in flight): reading paused until it drains (%llu pauses so far)",
@@ -401,37 +433,33 @@ static int on_line(pbd_server_t *s, conn_t *c, uint64_t line_no, const char *dat
     }
     uint64_t seq = c->ack ? line_no - 1 : line_no;
     s->stats.received++;
+    pbm_received(s->metrics);
     char reason[256];
-    json_t *obj = NULL;
-    pbrec_status_t st = pbrec_validate(data, len, (const char *const *)s->cfg->required_fields,
-                                       s->cfg->n_required_fields, &obj, reason, sizeof reason);
+    pbrec_prepared_t rec;
+    pbrec_status_t st = pbrec_prepare(data, len, (const char *const *)s->cfg->required_fields,
+                                      s->cfg->n_required_fields, s->cfg->key_field, now_ns(), 0, &rec, reason,
+                                      sizeof reason);
     if (st != PBREC_OK) {
         char full[300];
         snprintf(full, sizeof full, "%s: %s", pbrec_status_name(st), reason);
         reject(s, c, seq, full);
         return 0;
     }
-    char *value = NULL, *key = NULL;
-    size_t value_len = 0, key_len = 0;
-    int64_t ts_ms = 0;
-    if (pbrec_new_id(c->pending_id) != 0 ||
-        pbrec_envelope_raw(obj, data, len, now_ns(), s->cfg->key_field, &value, &value_len, &key, &key_len, &ts_ms,
-                           reason, sizeof reason) != 0) {
-        json_decref(obj);
-        reject(s, c, seq, reason[0] ? reason : "cannot build the record");
+    if (pbrec_new_id(c->pending_id) != 0) {
+        pbrec_prepared_free(&rec);
+        reject(s, c, seq, "cannot generate a message id");
         return 0;
     }
-    const char *mv = json_string_value(json_object_get(obj, "model_version"));
-    c->pending_model = mv ? strdup(mv) : NULL;
-    json_decref(obj);
-    c->pending_key = key;
-    c->pending = (pbd_record_t){.value = value,
-                                .value_len = value_len,
-                                .key = key,
-                                .key_len = key_len,
-                                .timestamp_ms = ts_ms,
+    /* Ownership of the value moves to the pending record (and on to librdkafka). */
+    c->pending_key = rec.key;
+    c->pending_model = rec.model_version;
+    c->pending = (pbd_record_t){.value = rec.value,
+                                .value_len = rec.value_len,
+                                .key = rec.key,
+                                .key_len = rec.key_len,
+                                .timestamp_ms = rec.timestamp_ms,
                                 .id = c->pending_id,
-                                .model_version = c->pending_model};
+                                .model_version = rec.model_version};
     c->pending_reply = c->ack ? reply_add(c, seq, R_PENDING, c->pending_id, NULL) : NULL;
     c->has_pending = 1;
     if (send_pending(s, c)) {
@@ -456,12 +484,14 @@ static int frame_cb(void *ctx, pbframe_kind_t kind, uint64_t line_no, const char
     case PBFRAME_OVERSIZE:
         c->handshake_checked = 1;
         fc->s->stats.received++;
+        pbm_received(fc->s->metrics);
         snprintf(reason, sizeof reason, "too_large: line is longer than message.max_bytes (%zu bytes)",
                  fc->s->cfg->max_message_bytes);
         reject(fc->s, c, c->ack ? line_no - 1 : line_no, reason);
         return 0;
     case PBFRAME_PARTIAL:
         fc->s->stats.received++;
+        pbm_received(fc->s->metrics);
         snprintf(reason, sizeof reason, "partial: %zu bytes without a final newline at end of stream, discarded", len);
         reject(fc->s, c, c->ack ? line_no - 1 : line_no, reason);
         return 0;
@@ -506,7 +536,7 @@ static int conn_resume(pbd_server_t *s, conn_t *c) {
         free(b);
         if (c->has_pending) return 1;
     }
-    if (c->gone && !c->eof) conn_finish_input(s, c);
+    if ((c->gone || c->read_eof) && !c->eof) conn_finish_input(s, c);
     return 0;
 }
 
@@ -544,6 +574,24 @@ static void conn_hangup(pbd_server_t *s, conn_t *c) {
     c->gone = 1;
     c->out_len = 0;
     if (!c->has_pending && !c->backlog_len && !c->eof) conn_finish_input(s, c);
+}
+
+/* Reads everything the writer has sent so far, without waiting for more. */
+static void conn_take_sent_input(pbd_server_t *s, conn_t *c) {
+    while (!c->eof && !c->read_eof) {
+        ssize_t n = recv(c->fd, s->rbuf, sizeof s->rbuf, MSG_DONTWAIT);
+        if (n > 0) {
+            conn_feed(s, c, s->rbuf, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else if (c->has_pending || c->backlog_len) {
+            c->read_eof = 1; /* finished once the backlog is framed */
+        } else {
+            conn_finish_input(s, c);
+        }
+    }
 }
 
 static void conn_readable(pbd_server_t *s, conn_t *c) {
@@ -609,6 +657,7 @@ static void on_accept(pbd_server_t *s) {
         if (!pbd_peer_allowed(cred.uid, cred.gid, s->cfg->allowed_uids, s->cfg->n_allowed_uids, s->cfg->allowed_gids,
                               s->cfg->n_allowed_gids)) {
             s->stats.refused_peers++;
+            pbm_refused_peer(s->metrics);
             PBLOG_W("socket.refused", "refused a writer: pid %d uid %u gid %u is not in socket.allowed_uids/gids",
                     (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid);
             close(fd);
@@ -637,6 +686,7 @@ static void on_accept(pbd_server_t *s) {
         s->conns = c;
         s->n_conns++;
         s->stats.connections++;
+        pbm_connection_opened(s->metrics);
         PBLOG_D("conn.open", "writer pid %d uid %u connected (fd %d)", (int)cred.pid, (unsigned)cred.uid, fd);
     }
 }
@@ -645,6 +695,7 @@ static void on_accept(pbd_server_t *s) {
 
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason) {
     pbd_server_t *s = ctx;
+    pbm_delivery(s->metrics, err);
     if (err) {
         s->stats.failed++;
         PBLOG_E("record.failed", "a record was not delivered: %s", reason);
@@ -664,6 +715,23 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const 
 
 /* ---- lifecycle ---- */
 
+/* The HTTP endpoint, and a 1 s tick so the loop proves it is alive while idle. Signals are
+ * blocked already, so libmicrohttpd's thread inherits the mask. */
+static int start_http(pbd_server_t *s, char *errstr, size_t errstr_size) {
+    struct itimerspec every_second = {.it_interval = {1, 0}, .it_value = {1, 0}};
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &every_second, NULL) != 0 ||
+        epoll_set(s, EPOLL_CTL_ADD, s->timer_fd, EPOLLIN, &tag_timer) != 0) {
+        snprintf(errstr, errstr_size, "timerfd: %s", strerror(errno));
+        return -1;
+    }
+    s->http = pbd_http_start(s->cfg->http_listen, s->metrics, errstr, errstr_size);
+    if (!s->http) return -1;
+    PBLOG_I("http.listen", "serving /metrics, /healthz and /readyz on %s (port %d)", s->cfg->http_listen,
+            pbd_http_port(s->http));
+    return 0;
+}
+
 pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char *errstr, size_t errstr_size) {
     pbd_server_t *s = calloc(1, sizeof *s);
     if (!s) {
@@ -671,7 +739,11 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
         return NULL;
     }
     s->cfg = cfg;
-    s->epfd = s->listen_fd = s->signal_fd = -1;
+    s->epfd = s->listen_fd = s->signal_fd = s->timer_fd = -1;
+    if (!(s->metrics = pbm_new())) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (s->epfd < 0) {
         snprintf(errstr, errstr_size, "epoll_create1: %s", strerror(errno));
@@ -690,6 +762,9 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
     signal(SIGPIPE, SIG_IGN);
     s->producer = pbd_producer_new(cfg, identity, on_delivery, s, errstr, errstr_size);
     if (!s->producer) goto fail;
+    pbd_producer_set_metrics(s->producer, s->metrics);
+    /* Before the socket exists: writers only find a daemon that is fully up. */
+    if (cfg->http_listen && start_http(s, errstr, errstr_size) != 0) goto fail;
     if (bind_socket(s, errstr, errstr_size) != 0) goto fail;
     if (epoll_set(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, &tag_listen) != 0 ||
         epoll_set(s, EPOLL_CTL_ADD, s->signal_fd, EPOLLIN, &tag_signal) != 0 ||
@@ -734,7 +809,13 @@ static void shutdown_drain(pbd_server_t *s) {
     close(s->listen_fd);
     s->listen_fd = -1;
     unlink_socket(s);
-    for (conn_t *c = s->conns; c; c = c->next) conn_update_events(s, c);
+    /* Whatever writers already sent is taken (framed now, or kept in order in the backlog): a
+     * fire-and-forget writer that wrote before SIGTERM does not lose it. Later bytes are not read. */
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->gone) conn_take_sent_input(s, c);
+        conn_update_events(s, c);
+    }
     PBLOG_I("shutdown", "stopping: %d records in flight, waiting up to %d ms for delivery",
             pbd_producer_in_flight(s->producer), s->cfg->flush_timeout_ms);
     int64_t deadline = mono_ms() + s->cfg->flush_timeout_ms;
@@ -744,6 +825,7 @@ static void shutdown_drain(pbd_server_t *s) {
          * writers in ack mode get their replies (best effort: we no longer wait for EPOLLOUT). */
         pbd_producer_flush(s->producer, (int)(left < 100 ? left : 100));
         serve_producer(s);
+        pbm_heartbeat(s->metrics, mono_ms());
     }
     int remaining = pbd_producer_in_flight(s->producer);
     unsigned long held = 0;
@@ -761,6 +843,7 @@ int pbd_server_run(pbd_server_t *s) {
     PBLOG_I("start", "listening on %s (mode %04o), publishing to topic '%s' at %s", s->cfg->socket_path,
             s->cfg->socket_mode, s->cfg->topic, s->cfg->bootstrap_servers);
     struct epoll_event ev[64];
+    pbm_heartbeat(s->metrics, mono_ms());
     while (!s->stopping) {
         int n = epoll_wait(s->epfd, ev, 64, -1);
         if (n < 0) {
@@ -768,6 +851,7 @@ int pbd_server_run(pbd_server_t *s) {
             PBLOG_E("epoll", "epoll_wait: %s", strerror(errno));
             return 1;
         }
+        pbm_heartbeat(s->metrics, mono_ms());
         int producer_ready = 0;
         for (int i = 0; i < n && !s->stopping; i++) {
             void *tag = ev[i].data.ptr;
@@ -775,6 +859,9 @@ int pbd_server_run(pbd_server_t *s) {
                 on_accept(s);
             } else if (tag == &tag_producer) {
                 producer_ready = 1;
+            } else if (tag == &tag_timer) {
+                uint64_t ticks;
+                (void)!read(s->timer_fd, &ticks, sizeof ticks);
             } else if (tag == &tag_signal) {
                 struct signalfd_siginfo si;
                 while (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -803,8 +890,13 @@ const pbd_stats_t *pbd_server_stats(const pbd_server_t *s) {
     return &s->stats;
 }
 
+pbm_metrics_t *pbd_server_metrics(pbd_server_t *s) {
+    return s->metrics;
+}
+
 void pbd_server_free(pbd_server_t *s) {
     if (!s) return;
+    pbd_http_stop(s->http);
     while (s->conns) conn_close(s, s->conns, "shutdown");
     /* Purged records report through on_delivery, which frees orphaned replies. */
     pbd_producer_free(s->producer);
@@ -813,6 +905,8 @@ void pbd_server_free(pbd_server_t *s) {
         unlink_socket(s);
     }
     if (s->signal_fd >= 0) close(s->signal_fd);
+    if (s->timer_fd >= 0) close(s->timer_fd);
     if (s->epfd >= 0) close(s->epfd);
+    pbm_free(s->metrics); /* after the producer: purged records still report */
     free(s);
 }

@@ -24,6 +24,9 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
 int pbd_server_run(pbd_server_t *s);
 
 const pbd_stats_t *pbd_server_stats(const pbd_server_t *s);
+/* The thread-safe counters behind /metrics (owned by the server). */
+struct pbm_metrics;
+struct pbm_metrics *pbd_server_metrics(pbd_server_t *s);
 void pbd_server_free(pbd_server_t *s);
 
 #endif

@@ -50,6 +50,7 @@ static const char *const g_keys[] = {
     "producer.flush_timeout_ms",
     "log.level",
     "log.format",
+    "http.listen",
 };
 #define N_KEYS (sizeof g_keys / sizeof g_keys[0])
 

@@ -1,0 +1,12 @@
+/* predbridge/predbridge.h: the whole public API of libpredbridge in one include. */
+#ifndef PREDBRIDGE_PREDBRIDGE_H
+#define PREDBRIDGE_PREDBRIDGE_H
+
+#include <predbridge/config.h>
+#include <predbridge/consumer.h>
+#include <predbridge/error.h>
+#include <predbridge/export.h>
+#include <predbridge/message.h>
+#include <predbridge/version.h>
+
+#endif

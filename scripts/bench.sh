@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Benchmarks predbridged end to end against a raw librdkafka producer and kcat on the local mTLS broker, and prints one table.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+: "${PB_BENCH_BUILD:=$repo/build/bench}"
+: "${PB_BENCH_WRITERS:=4}"
+
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+usage() {
+  cat <<USAGE
+usage: scripts/bench.sh [--quick] [--keep] [--no-build] [--private-broker]
+
+Runs the same workload through predbridged (load generator -> UNIX socket -> predbridged -> Kafka),
+a raw librdkafka producer (the ceiling) and kcat -P, all with acks=all, idempotence, lz4,
+linger.ms=5 and mTLS (TLS 1.3), and reads it back with a librdkafka consumer that measures
+throughput (first arrival to last arrival) and latency (sent_ns in the record to arrival).
+
+  --quick   50,000 x 300 B fire-and-forget, and 3 s of 300 B paced at 10,000/s (latency)
+  default   300 B and 4 KiB, fire-and-forget and --ack delivered, and the 10,000/s latency point
+  --keep    keep the temporary directory (configs, logs) and print its path
+  --private-broker  use (or start, and then stop) a broker of our own under \$PB_BENCH_BUILD/local,
+            not the shared one: test runs elsewhere in the tree restart the shared broker
+  --no-build  measure the binaries already in \$PB_BENCH_BUILD (e.g. while the tree does not build)
+
+Broker: uses the one of scripts/kafka-local.sh under \$PB_LOCAL_DIR (default .local) if it runs;
+otherwise (or with --private-broker) the one under \$PB_BENCH_BUILD/local, starting it if needed
+and then stopping it at the end. Every run creates its own topics (predictions-bench-*).
+Environment: PB_BENCH_BUILD ($PB_BENCH_BUILD), PB_BENCH_WRITERS ($PB_BENCH_WRITERS) writer connections,
+PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and the paced run's
+length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record.
+USAGE
+}
+
+quick=0 keep=0 build=1 private=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --keep) keep=1 ;;
+    --no-build) build=0 ;;
+    --private-broker) private=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument '$1'" ;;
+  esac
+  shift
+done
+
+for tool in cmake ninja kcat /usr/bin/time mkfifo timeout; do
+  command -v "$tool" >/dev/null || die "'$tool' not found: run scripts/setup.sh"
+done
+
+# ---- build (RelWithDebInfo, not sanitized: these are measurements) ----
+if [ "$build" = 1 ]; then
+  say "building in $PB_BENCH_BUILD (RelWithDebInfo)"
+  mkdir -p "$PB_BENCH_BUILD"
+  cmake -S "$repo" -B "$PB_BENCH_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPB_SANITIZE=OFF \
+    -DPB_INTEGRATION=OFF >"$PB_BENCH_BUILD/bench-cmake.log" 2>&1 \
+    || { tail -n 20 "$PB_BENCH_BUILD/bench-cmake.log" >&2; die "cmake failed (log: $PB_BENCH_BUILD/bench-cmake.log)"; }
+  cmake --build "$PB_BENCH_BUILD" --target predbridged pb_loadgen pb_benchconsumer pb_rawproducer \
+    >"$PB_BENCH_BUILD/bench-build.log" 2>&1 \
+    || { grep -E 'error|FAILED' "$PB_BENCH_BUILD/bench-build.log" | head -n 10 >&2
+         die "build failed (log: $PB_BENCH_BUILD/bench-build.log); --no-build measures the binaries already there"; }
+fi
+bin=$PB_BENCH_BUILD/tests/bench
+predbridged=$PB_BENCH_BUILD/src/daemon/predbridged
+for b in "$predbridged" "$bin/pb_loadgen" "$bin/pb_benchconsumer" "$bin/pb_rawproducer"; do
+  [ -x "$b" ] || die "$b not built (run without --no-build)"
+done
+
+# ---- broker ----
+started_broker=
+local_dir=${PB_LOCAL_DIR:-$repo/.local}
+if [ "$private" = 1 ] || ! PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" status >/dev/null 2>&1; then
+  local_dir=$PB_BENCH_BUILD/local
+  if ! PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" status >/dev/null 2>&1; then
+    say "no broker runs: starting a private one under $local_dir"
+    PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" start >&2
+    started_broker=$local_dir
+  fi
+fi
+[ -f "$local_dir/broker.env" ] || die "$local_dir/broker.env missing"
+# shellcheck disable=SC1091
+. "$local_dir/broker.env"
+: "${PB_BOOTSTRAP:?broker.env lacks PB_BOOTSTRAP}" "${PB_CERT_DIR:?broker.env lacks PB_CERT_DIR}"
+: "${PB_RIG_ADMIN:?broker.env lacks PB_RIG_ADMIN}"
+C=$PB_CERT_DIR
+say "broker $PB_BOOTSTRAP (certificates in $C)"
+
+tmp=$(mktemp -d /tmp/pb-bench.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$started_broker" ]; then PB_LOCAL_DIR="$started_broker" "$repo/scripts/kafka-local.sh" stop >&2 || true; fi
+  if [ "$keep" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+forget_pid() { local p keep_pids=(); for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep_pids+=("$p"); done; pids=("${keep_pids[@]}"); }
+
+run_id=$(date +%s)-$$
+topic_n=0
+new_topic() { # new_topic -> sets TOPIC to a fresh topic (3 partitions, leaders elected)
+  topic_n=$((topic_n + 1))
+  local t="predictions-bench-$run_id-$topic_n"
+  "$PB_RIG_ADMIN" --bootstrap "$PB_BOOTSTRAP" --ca "$C/ca.crt" --cert "$C/admin.crt" --key "$C/admin.key" \
+    --partitions 3 --timeout-ms 30000 topic "$t" >"$tmp/admin-$topic_n.log" 2>&1 \
+    || { cat "$tmp/admin-$topic_n.log" >&2; die "cannot create topic $t"; }
+  TOPIC=$t
+}
+
+# read_until FD PATTERN SECONDS LOG: reads lines from FD into LOG until one matches PATTERN; fails at the deadline.
+read_until() {
+  local fd=$1 pat=$2 deadline=$((SECONDS + $3)) log=$4 line left
+  while :; do
+    left=$((deadline - SECONDS)); [ "$left" -gt 0 ] || return 1
+    IFS= read -r -t "$left" -u "$fd" line || return 1
+    printf '%s\n' "$line" >>"$log"
+    case "$line" in $pat) REPLY=$line; return 0 ;; esac
+  done
+}
+
+# Consumer: started before the producer side, reads the fresh topic from the start.
+consumer_fd=
+consumer_pid=
+start_consumer() { # start_consumer TOPIC N WARMUP TIMEOUT [SOURCE]
+  local extra=(--source "${5:-rdkafka}")
+  [ "${PB_BENCH_DUMP:-0}" = 0 ] || extra+=(--dump "$tmp/arrivals-$1-${5:-rdkafka}.txt")
+  mkfifo "$tmp/consumer.fifo"
+  /usr/bin/time -f '%U %S %M' -o "$tmp/consumer-time.out" "$bin/pb_benchconsumer" -b "$PB_BOOTSTRAP" -t "$1" --ca "$C/ca.crt" --cert "$C/predbridge-consumer.crt" \
+    --key "$C/predbridge-consumer.key" -n "$2" --warmup "$3" --timeout "$4" "${extra[@]}" \
+    >"$tmp/consumer.fifo" 2>>"$tmp/consumer.err" &
+  consumer_pid=$!
+  pids+=("$consumer_pid")
+  exec {consumer_fd}<"$tmp/consumer.fifo"
+  rm -f "$tmp/consumer.fifo"
+  read_until "$consumer_fd" 'READY' 60 "$tmp/consumer.log" \
+    || { cat "$tmp/consumer.err" >&2; die "the consumer did not get ready within 60 s"; }
+}
+finish_consumer() { # finish_consumer TIMEOUT -> sets RESULT to the consumer's result line
+  read_until "$consumer_fd" 'RESULT *' "$1" "$tmp/consumer.log" \
+    || { cat "$tmp/consumer.err" >&2; die "the consumer gave no result within $1 s"; }
+  RESULT=$REPLY
+  exec {consumer_fd}<&-
+  wait "$consumer_pid" || say "consumer: not every prediction arrived (see the count column)"
+  forget_pid "$consumer_pid"
+}
+field() { # field NAME "k=v k=v ..." -> v
+  local kv
+  for kv in $2; do case "$kv" in "$1"=*) printf '%s' "${kv#*=}"; return ;; esac; done
+  printf 'NA'
+}
+
+results=$tmp/results.tsv
+: >"$results"
+add_row() { # add_row GROUP TOOL SIZE RESULTLINE CPU_S RSS_KB
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(field count "$4")" "$(field rate "$4")" \
+    "$(field p50_ms "$4")" "$(field p99_ms "$4")" "$(field p999_ms "$4")" "$5" "$6" >>"$results"
+}
+
+proc_cpu_ticks() { # utime+stime of PID in clock ticks
+  local stat; stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }   # fields after the command name, starting with field 3 (state)
+  read -r -a f <<<"$stat"
+  echo $(( f[11] + f[12] ))
+}
+hz=$(getconf CLK_TCK)
+proc_thread_ticks() { # "MAIN OTHER": utime+stime of PID's main thread and of all its other threads
+  local t main=0 other=0 v
+  for t in /proc/"$1"/task/*; do
+    v=$(proc_cpu_ticks "$1/task/${t##*/}") || continue
+    if [ "${t##*/}" = "$1" ]; then main=$((main + v)); else other=$((other + v)); fi
+  done
+  echo "$main $other"
+}
+
+# ---- predbridged ----
+run_predbridged() { # run_predbridged GROUP SIZE N WARMUP ACK RATE
+  local group=$1 size=$2 n=$3 warm=$4 ack=$5 rate=$6
+  new_topic
+  local topic=$TOPIC
+  local sock=$tmp/pbd.sock conf=$tmp/predbridged.conf
+  cat >"$conf" <<CONF
+# Generated by scripts/bench.sh
+socket.path = $sock
+socket.mode = 0600
+bootstrap.servers = $PB_BOOTSTRAP
+topic = $topic
+tls.ca = $C/ca.crt
+tls.cert = $C/predbridged.crt
+tls.key = $C/predbridged.key
+producer.compression = lz4
+producer.linger_ms = 5
+producer.flush_timeout_ms = 10000
+log.level = info
+CONF
+  mkfifo "$tmp/pbd.fifo"
+  "$predbridged" --config "$conf" 2>"$tmp/pbd.fifo" &
+  local pid=$! fd
+  pids+=("$pid")
+  exec {fd}<"$tmp/pbd.fifo"
+  rm -f "$tmp/pbd.fifo"
+  read_until "$fd" '*listening on*' 30 "$tmp/predbridged.log" \
+    || { cat "$tmp/predbridged.log" >&2; die "predbridged did not start listening within 30 s"; }
+  cat <&"$fd" >>"$tmp/predbridged.log" &
+  local drain=$!
+  exec {fd}<&-
+  start_consumer "$topic" "$n" "$warm" 300
+  # A long-running sidecar is connected before load arrives: one prediction acknowledged as delivered
+  # (seq N, which the consumer ignores) proves the producer has its connection and idempotent PID.
+  timeout --kill-after=5 70 "$bin/pb_loadgen" --socket "$sock" -n 1 -w 1 --ack delivered --first-seq "$n" \
+    --timeout 60 2>>"$tmp/loadgen.log" || die "predbridged did not deliver the warm-up prediction (log: $tmp/predbridged.log)"
+  local rss0; rss0=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  local cpu0 th0; cpu0=$(proc_cpu_ticks "$pid"); th0=$(proc_thread_ticks "$pid")
+  local args=(--socket "$sock" -n "$n" -s "$size" -w "$PB_BENCH_WRITERS" --timeout 240)
+  [ "$ack" = none ] || args+=(--ack "$ack")
+  [ "$rate" = 0 ] || args+=(--rate "$rate")
+  timeout --kill-after=5 250 "$bin/pb_loadgen" "${args[@]}" 2>>"$tmp/loadgen.log" \
+    || { tail -n 3 "$tmp/loadgen.log" >&2; say "load generator failed (predbridged $group)"; }
+  finish_consumer 320
+  local cpu1 hwm th1
+  cpu1=$(proc_cpu_ticks "$pid"); th1=$(proc_thread_ticks "$pid")
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  kill -TERM "$pid"
+  wait "$pid" || say "predbridged exited with status $? (log: $tmp/predbridged.log)"
+  forget_pid "$pid"
+  wait "$drain" || true
+  add_row "$group" predbridged "$size" "$RESULT" "$(awk -v t=$((cpu1 - cpu0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}')" "$hwm"
+  local m0 o0 m1 o1; read -r m0 o0 <<<"$th0"; read -r m1 o1 <<<"$th1"
+  say "predbridged $group: $RESULT (RSS after start-up ${rss0} kB, peak ${hwm} kB; CPU s: event-loop thread $(awk -v t=$((m1 - m0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}'), librdkafka threads $(awk -v t=$((o1 - o0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}'))"
+}
+
+# ---- raw librdkafka and kcat: the same generator writes the NDJSON into their stdin ----
+run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
+  local group=$1 tool=$2 size=$3 n=$4 warm=$5 rate=$6
+  new_topic
+  local topic=$TOPIC
+  local gen=("$bin/pb_loadgen" --stdout -n "$n" -s "$size" --timeout 240)
+  [ "$rate" = 0 ] || gen+=(--rate "$rate")
+  local cmd
+  if [ "$tool" = raw ]; then
+    cmd=("$bin/pb_rawproducer" -b "$PB_BOOTSTRAP" -t "$topic" --ca "$C/ca.crt" --cert "$C/predbridged.crt"
+         --key "$C/predbridged.key" --compression lz4 --linger-ms 5 --timeout 240)
+  else
+    cmd=(kcat -P -b "$PB_BOOTSTRAP" -t "$topic" -X security.protocol=ssl -X ssl.ca.location="$C/ca.crt"
+         -X ssl.certificate.location="$C/predbridged.crt" -X ssl.key.location="$C/predbridged.key"
+         -X ssl.endpoint.identification.algorithm=https -X enable.ssl.certificate.verification=true
+         -X acks=all -X enable.idempotence=true -X compression.codec=lz4 -X linger.ms=5 -X message.timeout.ms=0)
+  fi
+  start_consumer "$topic" "$n" "$warm" 300
+  timeout --kill-after=5 250 "${gen[@]}" 2>>"$tmp/loadgen.log" \
+    | timeout --kill-after=5 250 /usr/bin/time -f '%U %S %M' -o "$tmp/time.out" "${cmd[@]}" 2>>"$tmp/$tool.log" \
+    || { tail -n 3 "$tmp/$tool.log" >&2; say "$tool failed ($group)"; }
+  finish_consumer 320
+  local u s m
+  read -r u s m <"$tmp/time.out" || die "no resource usage from /usr/bin/time for $tool"
+  add_row "$group" "$tool" "$size" "$RESULT" "$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')" "$m"
+  say "$tool $group: $RESULT"
+  if [ "$tool" = raw ] && [ "$rate" = 0 ] && [ -z "${FILLED_TOPIC:-}" ]; then
+    FILLED_TOPIC=$topic FILLED_N=$n FILLED_SIZE=$size
+  fi
+}
+
+# Consumer throughput: each consumer drains the topic the raw producer filled (all N from offset 0).
+run_consume() { # run_consume GROUP SOURCE
+  start_consumer "$FILLED_TOPIC" "$FILLED_N" 0 300 "$2"
+  finish_consumer 320
+  local u s m
+  read -r u s m <"$tmp/consumer-time.out" || die "no resource usage from /usr/bin/time for the consumer"
+  # Rate over the whole drain, connecting (and, for libpredbridge, joining its group) included.
+  add_row "$1" "consumer:$2" "$FILLED_SIZE" \
+    "$(sed 's/ rate=[^ ]*//; s/drain_rate=/rate=/; s/p50_ms=[^ ]*//; s/p99_ms=[^ ]*//; s/p999_ms=[^ ]*//' <<<"$RESULT")" \
+    "$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')" "$m"
+  say "consumer $2 $1: $RESULT"
+}
+
+# scenario GROUP SIZE N ACK RATE: predbridged, then (fire-and-forget only) raw and kcat. The first
+# predictions (1 s worth when paced, else 5 %) are a warm-up: they must arrive but are not measured.
+scenario() {
+  local warm=$(( $5 > 0 ? $5 : $3 / 20 ))
+  run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5"
+  if [ "$4" = none ]; then
+    run_pipe "$1" raw "$2" "$3" "$warm" "$5"
+    run_pipe "$1" kcat "$2" "$3" "$warm" "$5"
+  fi
+}
+
+rate_secs=${PB_BENCH_RATE_SECS:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
+if [ "$quick" = 1 ]; then
+  n300=${PB_BENCH_N300:-50000}
+  scenario "300B ff" 300 "$n300" none 0
+else
+  n300=${PB_BENCH_N300:-300000}
+  n4k=${PB_BENCH_N4K:-50000}
+  scenario "300B ff" 300 "$n300" none 0
+  scenario "300B ack" 300 "$n300" delivered 0
+  scenario "4KiB ff" 4096 "$n4k" none 0
+  scenario "4KiB ack" 4096 "$n4k" delivered 0
+fi
+scenario "300B 10k/s" 300 $((10000 * (rate_secs + 1))) none 10000
+# The filled topic is the first fire-and-forget raw run (300 B; see run_pipe).
+if [ -n "${FILLED_TOPIC:-}" ]; then
+  for source in $("$bin/pb_benchconsumer" --list-sources); do run_consume "300B drain" "$source"; done
+fi
+
+# ---- report ----
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$repo/scripts/kafka/pom.xml")
+{
+  echo
+  echo "predbridge benchmark ($([ "$quick" = 1 ] && echo quick || echo full)), $(date -u +%Y-%m-%dT%H:%M:%SZ), source $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +%H:%M:%SZ)")"
+  echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
+  echo "librdkafka $(pkg-config --modversion rdkafka), Kafka $kafka_version (single KRaft node on loopback, mTLS TLS 1.3), $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/kcat \1/p')"
+  echo "producer settings everywhere: acks=all, enable.idempotence, lz4, linger.ms=5; predbridged: $PB_BENCH_WRITERS writer connections"
+  echo "throughput: measured predictions / (last arrival - first arrival) at the consumer; latency: arrival - sent_ns"
+  echo "(the first 5 % of each run, or the first second when paced, is warm-up: delivered, not measured)"
+  echo
+  awk -F'\t' '
+    { key = $1; tool = $2; rate[key, tool] = $5 }
+    { rows[NR] = $0 }
+    function num(x) { return x == "NA" ? "-" : x }
+    END {
+      fmt = "%-11s %-22s %8s %9s %7s %8s %8s %8s %6s %7s %6s %6s\n"
+      printf fmt, "scenario", "tool", "count", "pred/s", "MB/s", "p50 ms", "p99 ms", "p99.9ms", "CPU s", "RSS MB", "/raw", "/kcat"
+      for (i = 1; i <= NR; i++) {
+        split(rows[i], f, "\t")
+        r = f[5] + 0; vr = "-"; vk = "-"
+        sz = f[3] + 0
+        base = f[1]; sub(/ ack$/, " ff", base)
+        if (f[2] == "predbridged") {
+          if (rate[base, "raw"] > 0) vr = sprintf("%.2f", r / rate[base, "raw"])
+          if (rate[base, "kcat"] > 0) vk = sprintf("%.2f", r / rate[base, "kcat"])
+        }
+        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka"] > 0)
+          vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka"])
+        printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
+               f[9], sprintf("%.1f", f[10] / 1024), vr, vk
+      }
+    }' "$results"
+  echo
+  echo "ack rows compare predbridged in --ack delivered mode with the fire-and-forget raw/kcat runs of the same size."
+  echo "drain rows: each consumer reads the topic the raw producer filled, from offset 0, timed from its start"
+  echo "(connect, and group join for libpredbridge, included) to the last record (/raw column:"
+  echo "libpredbridge / raw librdkafka consumer); CPU s and RSS MB are the consumer's there, the producer's elsewhere."
+} | tee "$tmp/table.txt"

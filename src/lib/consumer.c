@@ -1,0 +1,514 @@
+/* consumer.c: pb_consumer_t: a librdkafka consumer behind predbridge's TLS policy, with
+ * at-least-once offsets, ordered retries and error reporting through callbacks. */
+#include "lib_internal.h"
+
+#include "common/record.h"
+#include "common/tls.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Messages dispatched per wake-up before poll returns, so a busy topic cannot starve the caller. */
+#define PBC_BATCH 500
+/* run() caps each wait so librdkafka's max.poll.interval.ms never sees a silent application. */
+#define PBC_RUN_SLICE_MS 1000
+
+/* A partition waiting to redeliver `offset` after a PB_RETRY: paused until resume_at, then every
+ * message of it other than `offset` is stale (fetched before the seek) and dropped. */
+typedef struct pbc_retry {
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t resume_at_ms;
+    int resumed;
+} pbc_retry_t;
+
+struct pb_consumer {
+    pbtls_opaque_head_t tls; /* first member: the TLS verifier finds itself through the conf opaque */
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    int queue_fd; /* librdkafka writes here when the consumer queue becomes non-empty */
+    int stop_fd;  /* pb_consumer_stop writes here */
+    atomic_int stopped;
+    int closed;
+    pb_prediction_fn on_prediction;
+    pb_error_fn on_error;
+    void *opaque;
+    char **required;
+    size_t n_required;
+    size_t max_bytes;
+    int retry_backoff_ms;
+    int commit_interval_ms;
+    int64_t next_commit_ms;
+    pbc_retry_t *retries;
+    size_t n_retries;
+};
+
+PBTLS_OPAQUE_HEAD_CHECK(struct pb_consumer, tls);
+
+static int64_t pbc_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pbc_report(pb_consumer_t *c, pb_err_t code, const char *cause, const pb_message_t *msg) {
+    if (c->on_error) c->on_error(code, cause, msg, c->opaque);
+}
+
+/* librdkafka's text carries timings ("after 32ms in state ...") and generic advice; the cause is the
+ * part before them (as predbridged logs it). */
+static void pbc_cause_of(const char *reason, char *out, size_t size) {
+    snprintf(out, size, "%s", reason ? reason : "");
+    char *cut = strstr(out, " (after ");
+    if (cut) *cut = '\0';
+    cut = strstr(out, ": broker certificate could not be verified, verify that");
+    if (cut) *cut = '\0';
+}
+
+/* Runs on the thread in poll/run/close: the main queue is forwarded to the consumer queue. */
+static void pbc_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    pb_consumer_t *c = opaque;
+    char cause[512], verify[512] = "", text[1100];
+    pbc_cause_of(reason, cause, sizeof cause);
+    pb_err_t code = pbmsg_classify_error((rd_kafka_resp_err_t)err, cause);
+    if (c->tls.verifier) pbtls_verifier_last_failure(c->tls.verifier, verify, sizeof verify);
+    if (code == PB_ERR_TLS && verify[0])
+        snprintf(text, sizeof text, "%s (%s)", verify, cause);
+    else
+        snprintf(text, sizeof text, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), cause);
+    pbc_report(c, code, text, NULL);
+}
+
+static void pbc_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    /* A library does not write to stderr on its own; errors reach on_error through error_cb. */
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static rd_kafka_topic_partition_list_t *pbc_one(const char *topic, int32_t partition, int64_t offset) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    if (l) rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+    return l;
+}
+
+static void pbc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                             void *opaque) {
+    pb_consumer_t *c = opaque;
+    int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+        return;
+    }
+    /* Revoked: what was processed is committed now, before the next owner starts from it. */
+    rd_kafka_commit(rk, NULL, 0);
+    /* Pending retries of those partitions belong to the next owner now (from the committed
+     * offset); resume them so a later re-assignment does not find them paused. */
+    for (int i = 0; i < parts->cnt; i++) {
+        for (size_t j = 0; j < c->n_retries;) {
+            pbc_retry_t *r = &c->retries[j];
+            if (r->partition == parts->elems[i].partition && !strcmp(r->topic, parts->elems[i].topic)) {
+                rd_kafka_topic_partition_list_t *l = pbc_one(r->topic, r->partition, r->offset);
+                if (l) rd_kafka_resume_partitions(rk, l);
+                if (l) rd_kafka_topic_partition_list_destroy(l);
+                free(r->topic);
+                c->retries[j] = c->retries[--c->n_retries];
+            } else {
+                j++;
+            }
+        }
+    }
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e) rd_kafka_error_destroy(e);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* Result of a periodic (asynchronous) commit: a failure is reported; the offsets stay stored and go
+ * with the next commit. */
+static void pbc_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
+                          void *opaque) {
+    (void)rk, (void)offsets;
+    pb_consumer_t *c = opaque;
+    char cause[512];
+    if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    snprintf(cause, sizeof cause, "committing offsets failed: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+    pbc_report(c, pbmsg_map_kafka_error(err), cause, NULL);
+}
+
+static int pbc_set(rd_kafka_conf_t *conf, const char *key, const char *value, const char *origin, char *errstr,
+                   size_t errstr_size) {
+    char e[512];
+    if (rd_kafka_conf_set(conf, key, value, e, sizeof e) == RD_KAFKA_CONF_OK) return 0;
+    snprintf(errstr, errstr_size, "%s: %s", origin, e);
+    return -1;
+}
+
+/* Builds the librdkafka configuration: pass-through first, then what the library owns, then TLS. */
+static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char origin[600];
+    if (!conf) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_kafka; i++) {
+        const pbconf_kafka_prop_t *k = &cfg->kafka[i];
+        snprintf(origin, sizeof origin, "%s:%d: key 'kafka.%s'", k->file ? k->file : "-o", k->line, k->property);
+        if (pbc_set(conf, k->property, k->value, origin, errstr, errstr_size)) goto fail;
+    }
+    const char *fixed[][2] = {
+        {"bootstrap.servers", cfg->bootstrap_servers},
+        {"group.id", cfg->group_id},
+        {"auto.offset.reset", cfg->auto_offset_reset},
+        /* Offsets are stored only after PB_COMMIT and committed by us: every interval from poll, on
+         * revocation and on close. Not librdkafka's auto-commit, which would also commit inside
+         * rd_kafka_destroy and so turn a crash-like destroy into a commit. */
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "false"},
+        {"client.id", "libpredbridge"},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        snprintf(origin, sizeof origin, "setting '%s'", fixed[i][0]);
+        if (pbc_set(conf, fixed[i][0], fixed[i][1], origin, errstr, errstr_size)) goto fail;
+    }
+    pbtls_verifier_t *verifier = NULL;
+    if (pbtls_apply(conf, &cfg->tls, &verifier, errstr, errstr_size)) goto fail;
+    pbtls_opaque_bind(&c->tls, verifier);
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_error_cb(conf, pbc_error_cb);
+    rd_kafka_conf_set_log_cb(conf, pbc_log_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, pbc_rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, pbc_commit_cb);
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* Takes over the settings the dispatch loop needs from cfg (steals the required-fields list). */
+static void pbc_take_settings(pb_consumer_t *c, pbd_config_t *cfg) {
+    c->required = cfg->required_fields;
+    c->n_required = cfg->n_required_fields;
+    cfg->required_fields = NULL;
+    cfg->n_required_fields = 0;
+    c->max_bytes = cfg->max_message_bytes;
+    c->retry_backoff_ms = cfg->retry_backoff_ms;
+    c->commit_interval_ms = cfg->commit_interval_ms;
+    c->next_commit_ms = pbc_now_ms() + c->commit_interval_ms;
+}
+
+static pb_err_t pbc_subscribe(pb_consumer_t *c, const pbd_config_t *cfg, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)cfg->n_topics);
+    if (!topics) return PB_ERR_NOMEM;
+    for (size_t i = 0; i < cfg->n_topics; i++)
+        rd_kafka_topic_partition_list_add(topics, cfg->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "cannot subscribe: %s", rd_kafka_err2str(err));
+        return PB_ERR_BROKER;
+    }
+    return PB_OK;
+}
+
+pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_prediction, pb_error_fn on_error,
+                               void *opaque, char *errstr, size_t errstr_size) {
+    pbd_config_t cfg;
+    rd_kafka_conf_t *kconf = NULL;
+    pb_consumer_t *c = NULL;
+    char sink[1], e[512];
+    memset(&cfg, 0, sizeof cfg);
+    if (!errstr || errstr_size == 0) errstr = sink, errstr_size = sizeof sink;
+    errstr[0] = '\0';
+    if (!conf || !on_prediction) {
+        snprintf(errstr, errstr_size, "pb_consumer_new: conf and on_prediction are required");
+        return NULL;
+    }
+    if (pbconf_load_scoped(&cfg, conf->props, PBCONF_SCOPE_CONSUMER, errstr, errstr_size) != PB_OK) return NULL;
+    /* Unusable client material fails here, with the file named, rather than as a handshake later. */
+    if (pbtls_check_material(&cfg.tls, time(NULL), NULL, NULL, NULL, errstr, errstr_size) != 0) goto fail;
+    if (!(c = calloc(1, sizeof *c))) goto fail_nomem;
+    c->queue_fd = c->stop_fd = -1;
+    atomic_init(&c->stopped, 0);
+    c->on_prediction = on_prediction;
+    c->on_error = on_error;
+    c->opaque = opaque;
+    pbc_take_settings(c, &cfg);
+    c->queue_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->queue_fd < 0 || c->stop_fd < 0) {
+        snprintf(errstr, errstr_size, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if (!(kconf = pbc_kafka_conf(c, &cfg, errstr, errstr_size))) goto fail;
+    if (!(c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, e, sizeof e))) {
+        snprintf(errstr, errstr_size, "cannot create the Kafka consumer: %s", e);
+        goto fail;
+    }
+    kconf = NULL; /* owned by rk */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    if (!c->queue) goto fail_nomem;
+    static const uint64_t one = 1;
+    rd_kafka_queue_io_event_enable(c->queue, c->queue_fd, &one, sizeof one);
+    if (pbc_subscribe(c, &cfg, errstr, errstr_size) != PB_OK) goto fail;
+    pbd_config_free(&cfg);
+    return c;
+
+fail_nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+fail:
+    if (kconf) rd_kafka_conf_destroy(kconf);
+    pbd_config_free(&cfg);
+    if (c) c->closed = 1; /* nothing was consumed: nothing to commit */
+    pb_consumer_destroy(c);
+    return NULL;
+}
+
+static pbc_retry_t *pbc_retry_find(pb_consumer_t *c, const char *topic, int32_t partition) {
+    for (size_t i = 0; i < c->n_retries; i++)
+        if (c->retries[i].partition == partition && !strcmp(c->retries[i].topic, topic)) return &c->retries[i];
+    return NULL;
+}
+
+/* PB_RETRY: stop the partition where it is and rewind it to the message, to be resumed later. */
+static void pbc_retry_start(pb_consumer_t *c, const rd_kafka_message_t *m, const char *topic) {
+    pbc_retry_t *r = realloc(c->retries, (c->n_retries + 1) * sizeof *r);
+    char *name = strdup(topic);
+    rd_kafka_topic_partition_list_t *l = pbc_one(topic, m->partition, m->offset);
+    if (!r || !name || !l) {
+        /* Without memory for the bookkeeping, redeliver through the group instead: never skip. */
+        if (r) c->retries = r;
+        free(name);
+        if (l) rd_kafka_topic_partition_list_destroy(l);
+        pbc_report(c, PB_ERR_NOMEM, "out of memory arranging a retry", NULL);
+        return;
+    }
+    c->retries = r;
+    c->retries[c->n_retries++] =
+        (pbc_retry_t){.topic = name, .partition = m->partition, .offset = m->offset,
+                      .resume_at_ms = pbc_now_ms() + c->retry_backoff_ms};
+    rd_kafka_pause_partitions(c->rk, l);
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(c->rk, l, -1);
+    if (err) {
+        pbc_report(c, PB_ERR_BROKER, rd_kafka_error_string(err), NULL);
+        rd_kafka_error_destroy(err);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Resumes partitions whose backoff is over; returns ms until the next one is due, or -1 if none. */
+static int pbc_retry_resume_due(pb_consumer_t *c) {
+    int64_t now = pbc_now_ms(), next = -1;
+    for (size_t i = 0; i < c->n_retries; i++) {
+        pbc_retry_t *r = &c->retries[i];
+        if (r->resumed) continue;
+        if (r->resume_at_ms <= now) {
+            rd_kafka_topic_partition_list_t *l = pbc_one(r->topic, r->partition, r->offset);
+            if (!l) continue;
+            rd_kafka_resume_partitions(c->rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+            r->resumed = 1;
+        } else if (next < 0 || r->resume_at_ms - now < next) {
+            next = r->resume_at_ms - now;
+        }
+    }
+    return (int)next;
+}
+
+/* Returns 1 if m must not be dispatched because its partition waits out a retry backoff. librdkafka
+ * already discards what was fetched before the seek (pause and seek move the partition's version);
+ * this is the second line of defence. After the resume the first message ends the retry: normally
+ * the retried one, else the retried record is gone (retention) and that is reported, not waited on. */
+static int pbc_retry_blocks(pb_consumer_t *c, const rd_kafka_message_t *m, const char *topic) {
+    pbc_retry_t *r = pbc_retry_find(c, topic, m->partition);
+    if (!r) return 0;
+    if (!r->resumed) return 1;
+    if (m->offset != r->offset) {
+        char cause[600];
+        snprintf(cause, sizeof cause, "%s [%d]: resumed at offset %lld, not at the retried offset %lld",
+                 topic, (int)m->partition, (long long)m->offset, (long long)r->offset);
+        pbc_report(c, PB_ERR_BROKER, cause, NULL);
+    }
+    free(r->topic);
+    *r = c->retries[--c->n_retries];
+    return 0;
+}
+
+static void pbc_store(pb_consumer_t *c, const rd_kafka_message_t *m) {
+    /* Stores m->offset + 1, the next one to read; no allocation on this per-message path. */
+    rd_kafka_resp_err_t err = rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+    /* _STATE: the partition was revoked meanwhile; its next owner gets the message again. */
+    if (err && err != RD_KAFKA_RESP_ERR__STATE) pbc_report(c, PB_ERR_BROKER, rd_kafka_err2str(err), NULL);
+}
+
+static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+    if (m->err) {
+        char cause[600];
+        snprintf(cause, sizeof cause, "%s: %s%s%s", rd_kafka_err2name(m->err), rd_kafka_message_errstr(m),
+                 m->rkt ? " (topic " : "", m->rkt ? topic : "");
+        if (m->rkt) strncat(cause, ")", sizeof cause - strlen(cause) - 1);
+        pbc_report(c, pbmsg_map_kafka_error(m->err), cause, NULL);
+        return;
+    }
+    if (pbc_retry_blocks(c, m, topic)) return;
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) h = NULL;
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    struct pb_message view;
+    json_t *json = NULL;
+    char reason[512] = "";
+    pbrec_status_t st = PBREC_TOO_LARGE;
+    if (m->len <= c->max_bytes)
+        st = pbrec_validate(m->payload ? m->payload : "", m->len, (const char *const *)c->required, c->n_required,
+                            &json, reason, sizeof reason);
+    else
+        snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len, c->max_bytes);
+    pbmsg_fill(&view, topic, m->partition, m->offset, tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+               m->payload, m->len, m->key, m->key_len, h, json);
+    if (st != PBREC_OK) {
+        char cause[700];
+        snprintf(cause, sizeof cause, "%s [%d] offset %lld: %s (%s); skipped", topic, (int)m->partition,
+                 (long long)m->offset, reason, pbrec_status_name(st));
+        pbc_report(c, PB_ERR_PARSE, cause, &view);
+        pbc_store(c, m); /* a bad record never gets better: skip it for good */
+        return;
+    }
+    pb_action_t action = c->on_prediction(&view, c->opaque);
+    json_decref(json);
+    if (action == PB_RETRY)
+        pbc_retry_start(c, m, topic);
+    else
+        pbc_store(c, m);
+}
+
+/* Dispatches what is queued, up to a batch. Returns the number of queue entries served. */
+static int pbc_drain(pb_consumer_t *c) {
+    int served = 0;
+    uint64_t v;
+    while (read(c->queue_fd, &v, sizeof v) > 0) {
+    }
+    while (served < PBC_BATCH && !atomic_load(&c->stopped)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (!m) break;
+        pbc_dispatch(c, m);
+        rd_kafka_message_destroy(m);
+        served++;
+    }
+    return served;
+}
+
+/* Commits stored offsets when the interval is over (asynchronously: a failure is retried next time
+ * and the final commit in close is synchronous). Returns ms until the next commit is due. */
+static int pbc_commit_due(pb_consumer_t *c) {
+    int64_t now = pbc_now_ms();
+    if (now >= c->next_commit_ms) {
+        rd_kafka_commit(c->rk, NULL, 1);
+        c->next_commit_ms = now + c->commit_interval_ms;
+    }
+    return (int)(c->next_commit_ms - now);
+}
+
+pb_err_t pb_consumer_poll(pb_consumer_t *c, int timeout_ms) {
+    if (!c) return PB_ERR_INVALID_ARG;
+    if (c->closed) return PB_ERR_STATE;
+    int64_t deadline = timeout_ms < 0 ? -1 : pbc_now_ms() + timeout_ms;
+    for (;;) {
+        if (atomic_load(&c->stopped)) return PB_ERR_STOPPED;
+        int due = pbc_retry_resume_due(c), commit = pbc_commit_due(c);
+        if (pbc_drain(c) > 0) return atomic_load(&c->stopped) ? PB_ERR_STOPPED : PB_OK;
+        if (due < 0 || commit < due) due = commit;
+        int wait = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - pbc_now_ms();
+            if (left <= 0) return PB_OK;
+            wait = (int)left;
+        }
+        if (due >= 0 && (wait < 0 || due < wait)) wait = due;
+        struct pollfd fds[2] = {{.fd = c->queue_fd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
+        if (poll(fds, 2, wait) < 0 && errno != EINTR) return PB_ERR_IO;
+    }
+}
+
+pb_err_t pb_consumer_run(pb_consumer_t *c) {
+    if (!c) return PB_ERR_INVALID_ARG;
+    for (;;) {
+        pb_err_t rc = pb_consumer_poll(c, PBC_RUN_SLICE_MS);
+        if (rc == PB_ERR_STOPPED) return PB_OK;
+        if (rc != PB_OK) return rc;
+    }
+}
+
+void pb_consumer_stop(pb_consumer_t *c) {
+    if (!c) return;
+    int saved = errno; /* a signal handler must not change errno under the code it interrupted */
+    atomic_store(&c->stopped, 1);
+    uint64_t one = 1;
+    ssize_t w = write(c->stop_fd, &one, sizeof one);
+    (void)w; /* EAGAIN means the counter is already non-zero: poll wakes anyway */
+    errno = saved;
+}
+
+pb_err_t pb_consumer_close(pb_consumer_t *c, char *errstr, size_t errstr_size) {
+    char sink[1];
+    pb_err_t rc = PB_OK;
+    if (!errstr || errstr_size == 0) errstr = sink, errstr_size = sizeof sink;
+    errstr[0] = '\0';
+    if (!c) return PB_ERR_INVALID_ARG;
+    if (c->closed) return PB_ERR_STATE;
+    c->closed = 1;
+    /* Synchronous commit of everything stored; _NO_OFFSET just means nothing new was processed. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        snprintf(errstr, errstr_size, "final commit failed: %s", rd_kafka_err2str(err));
+        rc = pbmsg_map_kafka_error(err);
+    }
+    /* Leaves the group; the rebalance callback runs here for the revocation. */
+    err = rd_kafka_consumer_close(c->rk);
+    if (err && rc == PB_OK) {
+        snprintf(errstr, errstr_size, "leaving the group failed: %s", rd_kafka_err2str(err));
+        rc = pbmsg_map_kafka_error(err);
+    }
+    return rc;
+}
+
+void pb_consumer_destroy(pb_consumer_t *c) {
+    if (!c) return;
+    if (c->queue) {
+        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(c->queue);
+    }
+    if (c->rk) {
+        /* Not closed: behave like a crash, so uncommitted work is redelivered to the group. */
+        rd_kafka_destroy_flags(c->rk, c->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    }
+    pbtls_verifier_free(c->tls.verifier);
+    for (size_t i = 0; i < c->n_retries; i++)
+        free(c->retries[i].topic);
+    free(c->retries);
+    for (size_t i = 0; i < c->n_required; i++)
+        free(c->required[i]);
+    free(c->required);
+    if (c->queue_fd >= 0) close(c->queue_fd);
+    if (c->stop_fd >= 0) close(c->stop_fd);
+    free(c);
+}

@@ -1,0 +1,573 @@
+/* it_metrics: predbridged's /metrics, /healthz and /readyz against the real mTLS broker: exact
+ * counters after a known workload, promtool, readiness while the broker is unreachable and after,
+ * TLS failure causes, and no secret in logs or metrics. */
+#include "itest.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+/* cmocka needs the three above first */
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- a tiny HTTP client: GET over a socket, HTTP/1.0 so the server closes when done ---- */
+
+typedef struct http_reply {
+    int status;
+    char body[65536];
+} http_reply_t;
+
+static int http_request(int port, const char *method, const char *path, http_reply_t *r) {
+    memset(r, 0, sizeof *r);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
+    if (itest_write_all(fd, req, (size_t)n) != 0) {
+        close(fd);
+        return -1;
+    }
+    static char raw[sizeof r->body + 4096];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0) break; /* a deadline, not a delay: the server answers at once */
+        ssize_t got = read(fd, raw + len, sizeof raw - 1 - len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        len += (size_t)got;
+        if (len == sizeof raw - 1) break;
+    }
+    close(fd);
+    raw[len] = '\0';
+    if (sscanf(raw, "HTTP/1.%*d %d", &r->status) != 1) return -1;
+    const char *body = strstr(raw, "\r\n\r\n");
+    if (body) snprintf(r->body, sizeof r->body, "%s", body + 4);
+    return 0;
+}
+
+static http_reply_t *get(int port, const char *path) {
+    static http_reply_t r;
+    if (http_request(port, "GET", path, &r) != 0) fail_msg("GET %s on port %d failed", path, port);
+    return &r;
+}
+
+/* The value of one sample line ("name{labels}") of the exposition, or -1 if absent. */
+static long long sample(const char *text, const char *series) {
+    size_t n = strlen(series);
+    for (const char *p = text; (p = strstr(p, series)); p++) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') return atoll(p + n + 1);
+    }
+    return -1;
+}
+
+static void expect_sample(const char *text, const char *series, long long want) {
+    long long got = sample(text, series);
+    if (got != want) fail_msg("%s is %lld, expected %lld; exposition:\n%s", series, got, want, text);
+}
+
+/* ---- predbridged with the HTTP endpoint ---- */
+
+/* Starts the daemon with http.listen on a free loopback port (logged) and returns that port. */
+static int start_with_http(itest_daemon_t *d, const char *topic, const char *extra) {
+    char lines[2048];
+    snprintf(lines, sizeof lines, "http.listen = 127.0.0.1:0\nkafka.statistics.interval.ms = 500\n%s",
+             extra ? extra : "");
+    itest_daemon_config(d, topic, lines);
+    int st = -1;
+    if (itest_daemon_start(d, &st) != 0) {
+        itest_system("cat '%s' >&2", d->log_path);
+        fail_msg("predbridged did not start (status %d)", st);
+    }
+    assert_true(itest_daemon_log_wait(d, "(port ", 10000)); /* text or JSON log */
+    FILE *f = fopen(d->log_path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int port = -1;
+    while (port < 0 && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "(port ");
+        if (strstr(line, "http.listen") && p) port = atoi(p + 6);
+    }
+    fclose(f);
+    assert_true(port > 0);
+    return port;
+}
+
+static void new_topic(char *topic, size_t size) {
+    itest_create_topic("predictions-it-metrics", 1, topic, size);
+}
+
+static char *read_to_eof(int fd) {
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1 == cap) buf = realloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* N valid lines and one of each kind of invalid line, in delivered-ack mode: once every reply is
+ * in, every counter is final. */
+#define N_VALID 5
+static const char *const invalid_lines[] = {
+    "this is not json\n",                             /* not_json */
+    "[1,2,3]\n",                                      /* not_object */
+    "{\"model_version\":\"v\",\"x\":\"\xff\xfe\"}\n", /* invalid_utf8 */
+    "{\"model_version\":\"v\"}\n",                    /* missing_field */
+    "{\"model_version\":7,\"prediction\":1}\n",       /* bad_field */
+};
+
+static void run_workload(const itest_daemon_t *d) {
+    int fd = itest_connect(d->socket_path);
+    assert_true(fd >= 0);
+    char buf[8192];
+    size_t len = (size_t)snprintf(buf, sizeof buf, "{\"ack\":\"delivered\"}\n");
+    for (int i = 0; i < N_VALID; i++)
+        len +=
+            (size_t)snprintf(buf + len, sizeof buf - len, "{\"model_version\":\"m\",\"prediction\":%d}\n", i);
+    for (size_t i = 0; i < sizeof invalid_lines / sizeof invalid_lines[0]; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s", invalid_lines[i]);
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "{\"model_version\":\"m\",\"prediction\":\"");
+    memset(buf + len, 'x', 300); /* too_large: message.max_bytes is 256 */
+    len += 300;
+    len += (size_t)snprintf(buf + len, sizeof buf - len, "\"}\n{\"model_version\":\"m\""); /* partial */
+    assert_int_equal(itest_write_all(fd, buf, len), 0);
+    shutdown(fd, SHUT_WR);
+    char *out = read_to_eof(fd);
+    close(fd);
+    int delivered = 0, rejected = 0;
+    for (char *p = out; (p = strstr(p, "\"status\":\"delivered\"")); p++)
+        delivered++;
+    for (char *p = out; (p = strstr(p, "\"status\":\"rejected\"")); p++)
+        rejected++;
+    if (delivered != N_VALID || rejected != 7) fail_msg("unexpected replies: %s", out);
+    free(out);
+}
+
+static void test_metrics_counters_are_exact_after_a_known_workload(void **state) {
+    (void)state;
+    char topic[256];
+    new_topic(topic, sizeof topic);
+    itest_daemon_t d;
+    int port = start_with_http(&d, topic, "message.max_bytes = 256\n");
+    run_workload(&d);
+    const char *m = get(port, "/metrics")->body;
+    expect_sample(m, "predbridge_predictions_received_total", N_VALID + 7);
+    expect_sample(m, "predbridge_predictions_accepted_total", N_VALID);
+    expect_sample(m, "predbridge_predictions_delivered_total", N_VALID);
+    expect_sample(m, "predbridge_predictions_in_flight", 0);
+    static const char *const reasons[] = {"not_json",  "not_object", "invalid_utf8", "missing_field",
+                                          "bad_field", "too_large",  "partial"};
+    char series[256];
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        snprintf(series, sizeof series, "predbridge_predictions_rejected_total{reason=\"%s\"}", reasons[i]);
+        expect_sample(m, series, 1);
+    }
+    expect_sample(m, "predbridge_predictions_rejected_total{reason=\"other\"}", 0);
+    static const char *const fails[] = {"purged",        "too_large", "authorization",
+                                        "unknown_topic", "fatal",     "other"};
+    for (size_t i = 0; i < sizeof fails / sizeof fails[0]; i++) {
+        snprintf(series, sizeof series, "predbridge_predictions_failed_total{reason=\"%s\"}", fails[i]);
+        expect_sample(m, series, 0);
+    }
+    expect_sample(m, "predbridge_socket_connections", 0);
+    /* itest_daemon_start's readiness probe connected once, the workload once. */
+    expect_sample(m, "predbridge_socket_connections_total", 2);
+    expect_sample(m, "predbridge_socket_refused_peers_total", 0);
+    expect_sample(m, "predbridge_tls_handshake_failures_total{cause=\"other\"}", 0);
+    expect_sample(m, "predbridge_broker_authentication_failures_total", 0);
+    expect_sample(m, "predbridge_broker_authorization_failures_total", 0);
+    expect_sample(m, "predbridge_ready", 1);
+    /* Expiry of the test PKI's client certificate and CA, as openssl reads them. */
+    assert_true(sample(m, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"client\"}") >
+                1700000000);
+    assert_true(sample(m, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"ca\"}") >
+                1700000000);
+
+    /* promtool (Debian's prometheus package) accepts the exposition. */
+    char path[700];
+    snprintf(path, sizeof path, "%s/metrics.txt", d.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(m, f);
+    fclose(f);
+    if (itest_system("command -v promtool >/dev/null") != 0) {
+        fprintf(stderr, "it_metrics: promtool is not installed (Debian package prometheus): "
+                        "SKIPPING the promtool check of the exposition\n");
+    } else if (itest_system("promtool check metrics < '%s' >&2", path) != 0) {
+        fail_msg("promtool check metrics refused the exposition:\n%s", m);
+    }
+
+    /* The endpoint's other answers. */
+    assert_int_equal(get(port, "/healthz")->status, 200);
+    assert_int_equal(get(port, "/readyz")->status, 200);
+    assert_string_equal(get(port, "/readyz")->body, "ok\n");
+    assert_int_equal(get(port, "/nope")->status, 404);
+    http_reply_t r;
+    assert_int_equal(http_request(port, "POST", "/metrics", &r), 0);
+    assert_int_equal(r.status, 405);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
+/* ---- readiness while the broker is unreachable, then reachable ---- */
+
+typedef struct proxy {
+    int listen_fd, target_port, stop_fd[2];
+    pthread_t thread;
+} proxy_t;
+
+static int connect_port(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Forwards each accepted connection to the broker until stopped (bytes both ways). */
+static void *proxy_main(void *arg) {
+    proxy_t *p = arg;
+    enum { MAXP = 16 };
+    int a[MAXP], b[MAXP], n = 0;
+    char buf[65536];
+    for (;;) {
+        struct pollfd fds[2 + 2 * MAXP];
+        fds[0] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
+        fds[1] = (struct pollfd){.fd = p->stop_fd[0], .events = POLLIN};
+        for (int i = 0; i < n; i++) {
+            fds[2 + 2 * i] = (struct pollfd){.fd = a[i], .events = POLLIN};
+            fds[3 + 2 * i] = (struct pollfd){.fd = b[i], .events = POLLIN};
+        }
+        if (poll(fds, (nfds_t)(2 + 2 * n), -1) < 0) continue;
+        if (fds[1].revents) break;
+        if ((fds[0].revents & POLLIN) && n < MAXP) {
+            int c = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            int t = c >= 0 ? connect_port(p->target_port) : -1;
+            if (c >= 0 && t >= 0) {
+                a[n] = c;
+                b[n++] = t;
+            } else {
+                if (c >= 0) close(c);
+            }
+        }
+        for (int i = n - 1; i >= 0; i--) {
+            int dead = 0;
+            for (int k = 0; k < 2 && !dead; k++) {
+                if (!fds[2 + 2 * i + k].revents) continue;
+                int from = k ? b[i] : a[i], to = k ? a[i] : b[i];
+                ssize_t got = read(from, buf, sizeof buf);
+                dead = got <= 0 || itest_write_all(to, buf, (size_t)got) != 0;
+            }
+            if (dead) {
+                close(a[i]);
+                close(b[i]);
+                a[i] = a[n - 1];
+                b[i] = b[n - 1];
+                n--;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        close(a[i]), close(b[i]);
+    return NULL;
+}
+
+/* Reserves a loopback port that refuses connections: bound, not listening, so no other process
+ * (nor an outgoing connection's source port) can take it until the proxy listens on it. */
+static int reserve_port(proxy_t *p) {
+    p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof a;
+    assert_int_equal(bind(p->listen_fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(p->listen_fd, (struct sockaddr *)&a, &sl), 0);
+    return ntohs(a.sin_port);
+}
+
+static void proxy_start(proxy_t *p, int target_port) {
+    p->target_port = target_port;
+    assert_int_equal(listen(p->listen_fd, 16), 0);
+    assert_int_equal(pipe(p->stop_fd), 0);
+    assert_int_equal(pthread_create(&p->thread, NULL, proxy_main, p), 0);
+}
+
+static void proxy_stop(proxy_t *p) {
+    assert_int_equal(write(p->stop_fd[1], "x", 1), 1);
+    pthread_join(p->thread, NULL);
+    close(p->listen_fd);
+    close(p->stop_fd[0]);
+    close(p->stop_fd[1]);
+}
+
+static void test_metrics_readyz_is_503_while_unreachable_and_200_once_connected(void **state) {
+    (void)state;
+    char topic[256], extra[512];
+    new_topic(topic, sizeof topic);
+    proxy_t p;
+    int port = reserve_port(&p);
+    const char *colon = strrchr(itest_env()->bootstrap, ':');
+    assert_non_null(colon);
+    /* Bootstrap through a port nobody listens on: "localhost" still matches the broker's certificate. */
+    snprintf(extra, sizeof extra, "bootstrap.servers = localhost:%d\nkafka.reconnect.backoff.max.ms = 500\n",
+             port);
+    itest_daemon_t d;
+    int http = start_with_http(&d, topic, extra);
+    if (!itest_daemon_log_wait(&d, "Connection refused", 20000)) {
+        itest_system("cat '%s' >&2", d.log_path);
+        fail_msg("the daemon did not log 'Connection refused'");
+    }
+    assert_true(itest_daemon_log_wait(&d, "not ready:", 20000));
+    http_reply_t *r = get(http, "/readyz");
+    assert_int_equal(r->status, 503);
+    if (!strstr(r->body, "down") && !strstr(r->body, "no broker"))
+        fail_msg("unexpected /readyz reason: %s", r->body);
+    assert_int_equal(get(http, "/healthz")->status, 200); /* the loop itself is fine */
+    expect_sample(get(http, "/metrics")->body, "predbridge_ready", 0);
+
+    /* The broker becomes reachable: ready once the connection is up. */
+    proxy_start(&p, atoi(colon + 1));
+    if (!itest_daemon_log_wait(&d, "ready: a broker connection is up", 30000)) {
+        itest_system("cat '%s' >&2", d.log_path);
+        fail_msg("the daemon did not become ready");
+    }
+    r = get(http, "/readyz");
+    assert_int_equal(r->status, 200);
+    /* Ready came from librdkafka's statistics (nothing was sent): their gauges are there too. */
+    const char *m = get(http, "/metrics")->body;
+    expect_sample(m, "predbridge_ready", 1);
+    int up = 0;
+    for (const char *l = m; (l = strstr(l, "\npredbridge_broker_up{broker=\"ssl://")); l++) {
+        const char *eol = strchr(l + 1, '\n');
+        up |= eol && eol - l > 3 && !strncmp(eol - 3, "} 1", 3);
+    }
+    if (!up) fail_msg("no broker is up in the exposition:\n%s", m);
+    assert_non_null(strstr(m, "predbridge_broker_rtt_seconds{broker=\"ssl://"));
+    expect_sample(m, "predbridge_producer_queue_messages", 0);
+    expect_sample(m, "predbridge_tls_handshake_failures_total{cause=\"other\"}", 0);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+    proxy_stop(&p);
+}
+
+/* ---- TLS failures by cause ---- */
+
+static void expect_tls_cause(const char *bootstrap, const char *log_needle, const char *cause) {
+    char topic[256], extra[512];
+    new_topic(topic, sizeof topic);
+    snprintf(extra, sizeof extra, "bootstrap.servers = %s\nproducer.flush_timeout_ms = 1000\n", bootstrap);
+    itest_daemon_t d;
+    int http = start_with_http(&d, topic, extra);
+    if (!itest_daemon_log_wait(&d, log_needle, 20000)) {
+        itest_system("cat '%s' >&2", d.log_path);
+        fail_msg("the daemon did not log '%s'", log_needle);
+    }
+    /* Counted before it is logged: the exposition already has it. */
+    const char *m = get(http, "/metrics")->body;
+    static const char *const causes[] = {
+        "protocol_version", "certificate_verify", "hostname", "pin", "client_cert_refused", "other"};
+    char series[200];
+    for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++) {
+        snprintf(series, sizeof series, "predbridge_tls_handshake_failures_total{cause=\"%s\"}", causes[i]);
+        long long v = sample(m, series);
+        if (!strcmp(causes[i], cause) ? v < 1 : v != 0) fail_msg("%s is %lld:\n%s", series, v, m);
+    }
+    expect_sample(m, "predbridge_ready", 0);
+    http_reply_t *r = get(http, "/readyz");
+    assert_int_equal(r->status, 503);
+    if (!strstr(r->body, log_needle))
+        fail_msg("/readyz does not name the cause '%s': %s", log_needle, r->body);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
+static void test_metrics_tls12_listener_counts_protocol_version(void **state) {
+    (void)state;
+    expect_tls_cause(itest_env()->bootstrap_tls12, "protocol version", "protocol_version");
+}
+
+static void test_metrics_badhost_listener_counts_hostname(void **state) {
+    (void)state;
+    expect_tls_cause(itest_env()->bootstrap_badhost, "wrong.example.invalid", "hostname");
+}
+
+/* A certificate the broker accepts but whose principal may not write (no idempotent-write ACL):
+ * an authorization failure, and not ready for good. */
+static void test_metrics_principal_without_write_acl_counts_authorization_and_is_not_ready(void **state) {
+    (void)state;
+    char topic[256], extra[1024];
+    new_topic(topic, sizeof topic);
+    snprintf(extra, sizeof extra, "tls.cert = %s\ntls.key = %s\nproducer.flush_timeout_ms = 1000\n",
+             itest_cert("predbridge-consumer.crt"), itest_cert("predbridge-consumer.key"));
+    itest_daemon_t d;
+    int http = start_with_http(&d, topic, extra);
+    if (!itest_daemon_log_wait(&d, "not ready: the producer failed for good", 30000)) {
+        itest_system("cat '%s' >&2", d.log_path);
+        fail_msg("no fatal authorization failure");
+    }
+    const char *m = get(http, "/metrics")->body;
+    if (sample(m, "predbridge_broker_authorization_failures_total") < 1) fail_msg("not counted:\n%s", m);
+    expect_sample(m, "predbridge_ready", 0);
+    http_reply_t *r = get(http, "/readyz");
+    assert_int_equal(r->status, 503);
+    if (!strstr(r->body, "authorization")) fail_msg("/readyz does not say why: %s", r->body);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
+/* ---- secrets ---- */
+
+static int file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[1 << 22];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return strstr(text, needle) != NULL;
+}
+
+static void test_metrics_no_private_key_or_passphrase_in_logs_or_metrics(void **state) {
+    (void)state;
+    char topic[256], extra[2048], key[700], pass[700];
+    new_topic(topic, sizeof topic);
+    itest_daemon_t d;
+    /* An encrypted copy of the client key, its passphrase in a file. */
+    const char *secret = "correct-horse-battery-staple-4711";
+    itest_daemon_config(&d, topic, NULL); /* only for its fresh directory */
+    snprintf(pass, sizeof pass, "%s/key.pass", d.dir);
+    snprintf(key, sizeof key, "%s/client.key", d.dir);
+    FILE *f = fopen(pass, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", secret);
+    fclose(f);
+    assert_int_equal(
+        itest_system(
+            "chmod 600 '%s' && openssl pkey -in '%s' -aes256 -passout 'file:%s' -out '%s' && chmod 600 '%s'",
+            pass, itest_cert("predbridged.key"), pass, key, key),
+        0);
+    snprintf(extra, sizeof extra,
+             "tls.key = %s\ntls.key_passphrase_file = %s\nlog.level = debug\nlog.format = "
+             "json\nmessage.max_bytes = 256\n",
+             key, pass);
+    itest_daemon_t d2;
+    int http = start_with_http(&d2, topic, extra);
+    run_workload(&d2);
+    const char *m = get(http, "/metrics")->body;
+    expect_sample(m, "predbridge_predictions_delivered_total", N_VALID);
+    char mpath[700];
+    snprintf(mpath, sizeof mpath, "%s/metrics.txt", d2.dir);
+    f = fopen(mpath, "w");
+    assert_non_null(f);
+    fputs(m, f);
+    fclose(f);
+    assert_int_equal(itest_daemon_stop(&d2, 30000), 0);
+
+    /* Every log line is a JSON object with time, level and event. */
+    f = fopen(d2.log_path, "r");
+    assert_non_null(f);
+    char line[8192];
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (!o || !json_is_string(json_object_get(o, "time")) || !json_is_string(json_object_get(o, "event")))
+            fail_msg("not a JSON log line: %s", line);
+        json_decref(o);
+        lines++;
+    }
+    fclose(f);
+    assert_true(lines > 3);
+
+    /* Neither the passphrase nor any part of either key's PEM text appears. */
+    const char *files[] = {d2.log_path, mpath};
+    for (int i = 0; i < 2; i++) {
+        if (file_has(files[i], secret)) fail_msg("%s contains the passphrase", files[i]);
+        if (file_has(files[i], "PRIVATE KEY")) fail_msg("%s contains a PEM private key marker", files[i]);
+        const char *keys[] = {key, itest_cert("predbridged.key")};
+        for (int k = 0; k < 2; k++) {
+            FILE *kf = fopen(keys[k], "r");
+            assert_non_null(kf);
+            char kl[256];
+            while (fgets(kl, sizeof kl, kf)) {
+                kl[strcspn(kl, "\r\n")] = '\0';
+                if (strlen(kl) < 16 || kl[0] == '-') continue;
+                kl[16] = '\0'; /* any 16 characters of base64 key material */
+                if (file_has(files[i], kl)) fail_msg("%s contains key material '%s'", files[i], kl);
+            }
+            fclose(kf);
+        }
+    }
+    itest_system("rm -rf '%s'", d.dir);
+}
+
+/* ---- configuration ---- */
+
+static void test_metrics_http_listen_refuses_a_non_loopback_address(void **state) {
+    (void)state;
+    itest_daemon_t d;
+    itest_daemon_config(&d, "predictions", NULL);
+    char args[1024], out[8192];
+    snprintf(args, sizeof args, "--config '%s' -o http.listen=0.0.0.0:9464 --check-config", d.config);
+    assert_int_not_equal(itest_daemon_run(args, out, sizeof out), 0);
+    if (!strstr(out, "http.listen") || !strstr(out, "not a loopback address"))
+        fail_msg("unclear error: %s", out);
+    itest_system("rm -rf '%s'", d.dir);
+}
+
+static void test_metrics_http_listen_on_a_busy_port_refuses_to_start(void **state) {
+    (void)state;
+    proxy_t busy;
+    int port = reserve_port(&busy);
+    assert_int_equal(listen(busy.listen_fd, 1), 0);
+    char extra[128];
+    snprintf(extra, sizeof extra, "http.listen = 127.0.0.1:%d", port);
+    itest_daemon_t d;
+    itest_daemon_config(&d, "predictions", extra);
+    int status = -1;
+    /* The endpoint starts before the socket is created: the socket never appears. */
+    if (itest_daemon_start(&d, &status) != -1) {
+        itest_system("cat '%s' >&2", d.log_path);
+        itest_daemon_stop(&d, 10000);
+        fail_msg("predbridged started although port %d is taken", port);
+    }
+    assert_int_equal(status, 1);
+    assert_true(itest_daemon_log_wait(&d, "cannot listen: Address already in use", 1000));
+    assert_true(itest_daemon_log_wait(&d, "http.listen '127.0.0.1:", 1000));
+    close(busy.listen_fd);
+    itest_system("rm -rf '%s'", d.dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_metrics_http_listen_refuses_a_non_loopback_address),
+        cmocka_unit_test(test_metrics_http_listen_on_a_busy_port_refuses_to_start),
+        cmocka_unit_test(test_metrics_counters_are_exact_after_a_known_workload),
+        cmocka_unit_test(test_metrics_readyz_is_503_while_unreachable_and_200_once_connected),
+        cmocka_unit_test(test_metrics_tls12_listener_counts_protocol_version),
+        cmocka_unit_test(test_metrics_badhost_listener_counts_hostname),
+        cmocka_unit_test(test_metrics_principal_without_write_acl_counts_authorization_and_is_not_ready),
+        cmocka_unit_test(test_metrics_no_private_key_or_passphrase_in_logs_or_metrics),
+    };
+    if (getenv("PB_ITEST_FILTER")) cmocka_set_test_filter(getenv("PB_ITEST_FILTER"));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
