@@ -95,6 +95,8 @@ struct pbd_server {
     time_t reject_log_sec;
     unsigned reject_logged, reject_suppressed;
     time_t pause_logged;
+    time_t fail_log_sec;
+    unsigned fail_logged, fail_suppressed;
 };
 
 /* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
@@ -698,7 +700,17 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const 
     pbm_delivery(s->metrics, err);
     if (err) {
         s->stats.failed++;
-        PBLOG_E("record.failed", "a record was not delivered: %s", reason);
+        /* Purged on shutdown: the shutdown summary counts them. Otherwise at most 10 a second. */
+        if (err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+            time_t now = time(NULL);
+            if (now != s->fail_log_sec) {
+                if (s->fail_suppressed) PBLOG_E("record.failed", "%u more failed records were not logged", s->fail_suppressed);
+                s->fail_log_sec = now;
+                s->fail_logged = s->fail_suppressed = 0;
+            }
+            if (s->fail_logged++ < 10) PBLOG_E("record.failed", "a record was not delivered: %s", reason);
+            else s->fail_suppressed++;
+        }
     } else {
         s->stats.delivered++;
     }
