@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs predbridge's main job end to end on this machine: installs dependencies, builds, starts a
 # real Kafka broker with mTLS on loopback, runs predbridged, sends predictions through it with
-# acknowledgements, and reads them back from Kafka as the consumer principal.
+# acknowledgements, and reads them back through libpredbridge (predbridge tail) as the consumer.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -19,6 +19,11 @@ step "starting the local Kafka broker (mTLS, TLS 1.3 only, ACLs by certificate)"
 "$repo/scripts/kafka-local.sh" start
 # shellcheck disable=SC1091
 . "$repo/.local/broker.env"
+# A fresh topic for this run (the ACLs cover every topic named predictions*), so what comes back
+# is exactly what this run sent.
+PB_TOPIC="predictions-quickstart-$(date +%s)"
+"$PB_RIG_ADMIN" --bootstrap "$PB_BOOTSTRAP" --ca "$PB_CERT_DIR/ca.crt" --cert "$PB_CERT_DIR/admin.crt" \
+  --key "$PB_CERT_DIR/admin.key" topic "$PB_TOPIC"
 export PB_BOOTSTRAP PB_CERT_DIR PB_TOPIC
 
 run="$repo/.local/quickstart"
@@ -55,17 +60,12 @@ send_rc=$?
 set -e
 [ "$send_rc" -eq 1 ] || { echo "quickstart: expected 'send' to report the invalid line (exit 1), got $send_rc" >&2; exit 1; }
 
-step "reading them back from Kafka as 'predbridge-consumer' (mTLS)"
-got=$(kcat -b "$PB_BOOTSTRAP" -X security.protocol=ssl -X ssl.ca.location="$PB_CERT_DIR/ca.crt" \
-        -X ssl.certificate.location="$PB_CERT_DIR/predbridge-consumer.crt" \
-        -X ssl.key.location="$PB_CERT_DIR/predbridge-consumer.key" \
-        -C -t "$PB_TOPIC" -o beginning -e -q \
-        -f '%h %s\n' 2>/dev/null | grep -c "$marker" || true)
-echo "quickstart: $got of 4 valid predictions are in topic '$PB_TOPIC' with their headers:"
-kcat -b "$PB_BOOTSTRAP" -X security.protocol=ssl -X ssl.ca.location="$PB_CERT_DIR/ca.crt" \
-  -X ssl.certificate.location="$PB_CERT_DIR/predbridge-consumer.crt" \
-  -X ssl.key.location="$PB_CERT_DIR/predbridge-consumer.key" \
-  -C -t "$PB_TOPIC" -o beginning -e -q -f '  %h\n  %s\n' 2>/dev/null | grep -B1 "$marker-1\"" || true
+step "reading them back with 'predbridge tail' (libpredbridge, as 'predbridge-consumer', config/consumer.conf)"
+timeout 60 "$build/src/cli/predbridge" tail --config "$repo/config/consumer.conf" \
+  --group "quickstart-$$" --from-beginning --max 4 --metadata >"$run/tail.out" 2>"$run/tail.err" || true
+got=$(grep -cF "$marker" "$run/tail.out" || true)
+sed 's/^/  /' "$run/tail.out"
+echo "quickstart: $got of 4 valid predictions read back, verified, with their metadata"
 
 step "stopping predbridged (SIGTERM: delivers what is queued, then exits 0)"
 kill -TERM "$daemon_pid"
@@ -73,7 +73,7 @@ wait "$daemon_pid" && daemon_rc=0 || daemon_rc=$?
 daemon_pid=
 grep -E 'shutdown|rejected' "$run/predbridged.log" | sed 's/^/  /'
 if [ "$got" -eq 4 ] && [ "$daemon_rc" -eq 0 ]; then
-  echo "quickstart: OK: predictions went from the socket through predbridged to Kafka over mutual TLS 1.3"
+  echo "quickstart: OK: predictions went from the socket through predbridged to Kafka over mutual TLS 1.3, and back through libpredbridge"
 else
   echo "quickstart: FAILED (found $got of 4, predbridged exited $daemon_rc); log: $run/predbridged.log" >&2
   exit 1
