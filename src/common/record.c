@@ -520,11 +520,13 @@ static char *dup_bytes(const char *p, size_t n) {
     return d;
 }
 
-/* Returns 1 if the scanner could decide everything (and filled out), 0 to ask jansson, -1 on OOM. */
-static int prepare_fast(const char *data, size_t len, const char *const *required, size_t n_required,
-                        const char *key_field, int64_t now_ns, pbrec_prepared_t *out) {
-    jscan_member_t m[JSCAN_MAX_MEMBERS];
+/* The checks of pbrec_validate on the scanner's view. Returns 1 if the line certainly passes them
+ * (mv/ts point to model_version and timestamp members or are NULL), 0 to ask jansson. */
+static int fast_check(const char *data, size_t len, const char *const *required, size_t n_required,
+                      jscan_member_t m[JSCAN_MAX_MEMBERS], size_t *n_out, const jscan_member_t **mv_out,
+                      const jscan_member_t **ts_out, int64_t *ts_ms) {
     size_t n;
+    if (pbrec_utf8_bad_offset((const unsigned char *)data, len) < len) return 0;
     if (jscan_object(data, len, m, &n) != JSCAN_OK) return 0;
     for (size_t i = 0; i < n_required; i++) {
         const jscan_member_t *f = find_member(m, n, required[i]);
@@ -533,14 +535,52 @@ static int prepare_fast(const char *data, size_t len, const char *const *require
     const jscan_member_t *mv = find_member(m, n, PBREC_FIELD_MODEL_VERSION);
     if (mv && (mv->type != JSCAN_STRING || mv->value_escaped || mv->value_len == 0)) return 0;
     const jscan_member_t *ts = find_member(m, n, PBREC_FIELD_TIMESTAMP);
-    int64_t ts_ms = 0;
+    *ts_ms = 0;
     if (ts) {
         char buf[64];
         if (ts->type != JSCAN_STRING || ts->value_escaped || ts->value_len >= sizeof buf) return 0;
         memcpy(buf, ts->value, ts->value_len);
         buf[ts->value_len] = '\0';
-        if (pbrec_parse_time(buf, &ts_ms) != 0 || ts_ms < 0) return 0;
+        if (pbrec_parse_time(buf, ts_ms) != 0 || *ts_ms < 0) return 0;
     }
+    *n_out = n;
+    *mv_out = mv;
+    *ts_out = ts;
+    return 1;
+}
+
+pbrec_status_t pbrec_check(const char *data, size_t len, const char *const *required, size_t n_required,
+                           json_t **out, char *model_version, size_t mv_size, char *reason, size_t reason_size) {
+    jscan_member_t m[JSCAN_MAX_MEMBERS];
+    size_t n;
+    const jscan_member_t *mv, *ts;
+    int64_t ts_ms;
+    *out = NULL;
+    if (model_version && mv_size) model_version[0] = '\0';
+    if (reason && reason_size > 0) reason[0] = '\0';
+    if (fast_check(data, len, required, n_required, m, &n, &mv, &ts, &ts_ms)) {
+        if (mv && model_version && mv->value_len < mv_size) {
+            memcpy(model_version, mv->value, mv->value_len);
+            model_version[mv->value_len] = '\0';
+        }
+        return PBREC_OK;
+    }
+    pbrec_status_t st = pbrec_validate(data, len, required, n_required, out, reason, reason_size);
+    if (st == PBREC_OK && model_version) {
+        const char *v = json_string_value(json_object_get(*out, PBREC_FIELD_MODEL_VERSION));
+        if (v && strlen(v) < mv_size) memcpy(model_version, v, strlen(v) + 1);
+    }
+    return st;
+}
+
+/* Returns 1 if the scanner could decide everything (and filled out), 0 to ask jansson, -1 on OOM. */
+static int prepare_fast(const char *data, size_t len, const char *const *required, size_t n_required,
+                        const char *key_field, int64_t now_ns, pbrec_prepared_t *out) {
+    jscan_member_t m[JSCAN_MAX_MEMBERS];
+    size_t n;
+    const jscan_member_t *mv, *ts;
+    int64_t ts_ms;
+    if (!fast_check(data, len, required, n_required, m, &n, &mv, &ts, &ts_ms)) return 0;
     const jscan_member_t *key = key_field ? find_member(m, n, key_field) : NULL;
     if (key && (key->type != JSCAN_STRING || key->value_escaped)) return 0; /* numbers: jansson's text */
 
@@ -568,8 +608,7 @@ pbrec_status_t pbrec_prepare(const char *data, size_t len, const char *const *re
                              char *reason, size_t reason_size) {
     memset(out, 0, sizeof *out);
     if (reason && reason_size > 0) reason[0] = '\0';
-    /* The scanner trusts its input to be UTF-8; the check is cheap and shared with jansson's path. */
-    if (!force_jansson && pbrec_utf8_bad_offset((const unsigned char *)data, len) >= len) {
+    if (!force_jansson) {
         int r = prepare_fast(data, len, required, n_required, key_field, now_ns, out);
         if (r == 1) return PBREC_OK;
         pbrec_prepared_free(out);

@@ -86,4 +86,13 @@ pbrec_status_t pbrec_prepare(const char *data, size_t len, const char *const *re
                              char *reason, size_t reason_size);
 void pbrec_prepared_free(pbrec_prepared_t *p);
 
+/*
+ * pbrec_validate's verdict, without building a JSON tree when the allocation-free scanner can decide
+ * (then *out is NULL: parse lazily if the object is needed); otherwise jansson decides and *out is
+ * the parsed object (caller owns it). model_version (if not NULL) receives the field's value when it
+ * fits mv_size, else "". Statuses and reasons are exactly pbrec_validate's.
+ */
+pbrec_status_t pbrec_check(const char *data, size_t len, const char *const *required, size_t n_required,
+                           json_t **out, char *model_version, size_t mv_size, char *reason, size_t reason_size);
+
 #endif

@@ -378,13 +378,15 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     json_t *json = NULL;
     char reason[512] = "";
     pbrec_status_t st = PBREC_TOO_LARGE;
+    char model_version[sizeof view.model_version];
     if (m->len <= c->max_bytes)
-        st = pbrec_validate(m->payload ? m->payload : "", m->len, (const char *const *)c->required, c->n_required,
-                            &json, reason, sizeof reason);
+        st = pbrec_check(m->payload ? m->payload : "", m->len, (const char *const *)c->required, c->n_required,
+                         &json, model_version, sizeof model_version, reason, sizeof reason);
     else
         snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len, c->max_bytes);
     pbmsg_fill(&view, topic, m->partition, m->offset, tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
-               m->payload, m->len, m->key, m->key_len, h, json);
+               m->payload, m->len, m->key, m->key_len, h, json, st == PBREC_OK);
+    if (st == PBREC_OK) memcpy(view.model_version, model_version, sizeof model_version);
     if (st != PBREC_OK) {
         char cause[700];
         snprintf(cause, sizeof cause, "%s [%d] offset %lld: %s (%s); skipped", topic, (int)m->partition,
@@ -394,7 +396,7 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
         return;
     }
     pb_action_t action = c->on_prediction(&view, c->opaque);
-    json_decref(json);
+    json_decref(view.json); /* parsed by the validation or lazily by the application, or NULL */
     if (action == PB_RETRY)
         pbc_retry_start(c, m, topic);
     else

@@ -21,7 +21,9 @@ struct pb_message {
     const void *value, *key;
     size_t value_len, key_len;
     rd_kafka_headers_t *headers; /* borrowed from the Kafka message; may be NULL */
-    const json_t *json;          /* borrowed; NULL for an invalid record */
+    json_t *json;                /* parsed on first use (pb_message_json); freed after the callback */
+    int valid;                   /* the record passed validation, so json can be parsed */
+    char model_version[256];     /* from validation; "" if absent or longer */
     const char *id, *producer;   /* point into id_buf/producer_buf, or NULL */
     char id_buf[128], producer_buf[256];
 };
@@ -30,7 +32,7 @@ struct pb_message {
  * when they are shorter than its buffers and contain no NUL, else left NULL. */
 void pbmsg_fill(struct pb_message *msg, const char *topic, int32_t partition, int64_t offset, int64_t timestamp_ms,
                 const void *value, size_t value_len, const void *key, size_t key_len, rd_kafka_headers_t *headers,
-                const json_t *json);
+                json_t *json, int valid);
 
 /* The pb_err_t for a librdkafka error seen by a consumer (authentication, authorization, TLS, broker). */
 pb_err_t pbmsg_map_kafka_error(rd_kafka_resp_err_t err);

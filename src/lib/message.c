@@ -16,7 +16,7 @@ static const char *header_text(rd_kafka_headers_t *h, const char *name, char *bu
 
 void pbmsg_fill(struct pb_message *msg, const char *topic, int32_t partition, int64_t offset, int64_t timestamp_ms,
                 const void *value, size_t value_len, const void *key, size_t key_len, rd_kafka_headers_t *headers,
-                const json_t *json) {
+                json_t *json, int valid) {
     msg->topic = topic ? topic : "";
     msg->partition = partition;
     msg->offset = offset;
@@ -27,6 +27,8 @@ void pbmsg_fill(struct pb_message *msg, const char *topic, int32_t partition, in
     msg->key_len = key ? key_len : 0;
     msg->headers = headers;
     msg->json = json;
+    msg->valid = valid;
+    msg->model_version[0] = '\0';
     msg->id = header_text(headers, "pb-id", msg->id_buf, sizeof msg->id_buf);
     msg->producer = header_text(headers, "pb-producer", msg->producer_buf, sizeof msg->producer_buf);
 }
@@ -71,12 +73,22 @@ pb_err_t pbmsg_classify_error(rd_kafka_resp_err_t err, const char *reason) {
 }
 
 const json_t *pb_message_json(const pb_message_t *msg) {
-    return msg ? msg->json : NULL;
+    if (!msg || !msg->valid) return NULL;
+    if (!msg->json) {
+        /* Parsed on first use: applications that read only a few fields, or only the bytes, do
+         * not pay for a tree. The record was validated, so this parse succeeds. The view is the
+         * library's own (const only towards the application). */
+        struct pb_message *m = (struct pb_message *)msg;
+        m->json = json_loadb(m->value ? m->value : "", m->value_len, JSON_REJECT_DUPLICATES, NULL);
+    }
+    return msg->json;
 }
 
 const char *pb_message_model_version(const pb_message_t *msg) {
-    if (!msg || !msg->json) return NULL;
-    return json_string_value(json_object_get(msg->json, "model_version"));
+    if (!msg || !msg->valid) return NULL;
+    if (msg->model_version[0]) return msg->model_version;
+    const json_t *j = pb_message_json(msg);
+    return j ? json_string_value(json_object_get(j, "model_version")) : NULL;
 }
 
 const char *pb_message_id(const pb_message_t *msg) {

@@ -2,6 +2,7 @@
  * agree with jansson (pbrec_prepare with force_jansson) on every input: status, reason and bytes. */
 #include "common/record.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pbrec_status_t sa = pbrec_prepare(line, len, required, n_required, key_field, now, 0, &a, ra, sizeof ra);
     pbrec_status_t sb = pbrec_prepare(line, len, required, n_required, key_field, now, 1, &b, rb, sizeof rb);
     check(sa == sb, "status", data, size);
+
+    /* pbrec_check (the consumer's lazy path) gives pbrec_validate's verdict and model_version. */
+    json_t *jc = NULL, *jv = NULL;
+    char rc_[256], rv[256], mvc[64];
+    pbrec_status_t sc = pbrec_check(line, len, required, n_required, &jc, mvc, sizeof mvc, rc_, sizeof rc_);
+    pbrec_status_t sv = pbrec_validate(line, len, required, n_required, &jv, rv, sizeof rv);
+    check(sc == sv, "check status", data, size);
+    if (sc != PBREC_OK) check(strcmp(rc_, rv) == 0, "check reason", data, size);
+    if (sc == PBREC_OK) {
+        const char *mv = json_string_value(json_object_get(jv, "model_version"));
+        if (mv && strlen(mv) < sizeof mvc) check(strcmp(mv, mvc) == 0, "check model_version", data, size);
+        if (!mv) check(mvc[0] == '\0', "check model_version absent", data, size);
+    }
+    json_decref(jc);
+    json_decref(jv);
+
     if (sa != PBREC_OK) {
         check(strcmp(ra, rb) == 0, "reason", data, size);
         return 0;

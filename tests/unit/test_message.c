@@ -21,7 +21,7 @@ static void test_message_view_returns_every_part(void **state) {
     const char *raw = "{\"model_version\":\"fraud-v7\",\"prediction\":0.5}";
     json_t *j = json_loads(raw, 0, NULL);
     struct pb_message m;
-    pbmsg_fill(&m, "predictions", 2, 41, 1700000000123, raw, strlen(raw), "k1", 2, h, j);
+    pbmsg_fill(&m, "predictions", 2, 41, 1700000000123, raw, strlen(raw), "k1", 2, h, j, 1);
 
     assert_ptr_equal(pb_message_json(&m), j);
     assert_string_equal(pb_message_model_version(&m), "fraud-v7");
@@ -56,7 +56,7 @@ static void test_message_view_returns_every_part(void **state) {
 static void test_message_view_without_headers_key_or_json(void **state) {
     (void)state;
     struct pb_message m;
-    pbmsg_fill(&m, "t", 0, 7, -1, "not json", 8, NULL, 0, NULL, NULL);
+    pbmsg_fill(&m, "t", 0, 7, -1, "not json", 8, NULL, 0, NULL, NULL, 0);
     assert_null(pb_message_json(&m));
     assert_null(pb_message_model_version(&m));
     assert_null(pb_message_id(&m));
@@ -77,7 +77,7 @@ static void test_message_header_with_nul_or_too_long_is_not_a_string(void **stat
     memset(longp, 'p', sizeof longp);
     rd_kafka_header_add(h, "pb-producer", -1, longp, sizeof longp);
     struct pb_message m;
-    pbmsg_fill(&m, "t", 0, 0, 0, "{}", 2, NULL, 0, h, NULL);
+    pbmsg_fill(&m, "t", 0, 0, 0, "{}", 2, NULL, 0, h, NULL, 1);
     assert_null(pb_message_id(&m));
     assert_null(pb_message_producer(&m));
     /* The raw header is still there for whoever wants the bytes. */
@@ -94,7 +94,7 @@ static void test_message_last_header_of_a_name_wins(void **state) {
     rd_kafka_header_add(h, "pb-id", -1, "first", -1);
     rd_kafka_header_add(h, "pb-id", -1, "second", -1);
     struct pb_message m;
-    pbmsg_fill(&m, "t", 0, 0, 0, "{}", 2, NULL, 0, h, NULL);
+    pbmsg_fill(&m, "t", 0, 0, 0, "{}", 2, NULL, 0, h, NULL, 1);
     assert_string_equal(pb_message_id(&m), "second");
     rd_kafka_headers_destroy(h);
 }
@@ -114,10 +114,35 @@ static void test_message_accessors_accept_null(void **state) {
     assert_int_equal(pb_message_header_at(NULL, 0, NULL, NULL, NULL), PB_ERR_NOT_FOUND);
 }
 
+static void test_message_json_is_parsed_lazily_once(void **state) {
+    (void)state;
+    const char *raw = "{\"model_version\":\"m\",\"prediction\":[1,2]}";
+    struct pb_message m;
+    pbmsg_fill(&m, "t", 0, 0, 0, raw, strlen(raw), NULL, 0, NULL, NULL, 1);
+    assert_null(m.json); /* nothing parsed until asked */
+    const json_t *j = pb_message_json(&m);
+    assert_non_null(j);
+    assert_int_equal(json_array_size(json_object_get(j, "prediction")), 2);
+    assert_ptr_equal(pb_message_json(&m), j); /* parsed once */
+    assert_string_equal(pb_message_model_version(&m), "m");
+    json_decref(m.json);
+}
+
+static void test_message_model_version_from_validation_needs_no_parse(void **state) {
+    (void)state;
+    struct pb_message m;
+    pbmsg_fill(&m, "t", 0, 0, 0, "{\"model_version\":\"v9\",\"prediction\":1}", 37, NULL, 0, NULL, NULL, 1);
+    memcpy(m.model_version, "v9", 3);
+    assert_string_equal(pb_message_model_version(&m), "v9");
+    assert_null(m.json);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_view_returns_every_part),
         cmocka_unit_test(test_message_view_without_headers_key_or_json),
+        cmocka_unit_test(test_message_json_is_parsed_lazily_once),
+        cmocka_unit_test(test_message_model_version_from_validation_needs_no_parse),
         cmocka_unit_test(test_message_header_with_nul_or_too_long_is_not_a_string),
         cmocka_unit_test(test_message_last_header_of_a_name_wins),
         cmocka_unit_test(test_message_accessors_accept_null),
