@@ -7,7 +7,9 @@
 #include "common/record.h"
 #include "http.h"
 #include "metrics.h"
+#include "listener.h"
 #include "peer.h"
+#include "reply.h"
 #include "producer.h"
 
 #include <errno.h>
@@ -77,9 +79,8 @@ struct conn {
 
 struct pbd_server {
     const pbd_config_t *cfg;
-    int epfd, listen_fd, signal_fd;
-    dev_t sock_dev;
-    ino_t sock_ino;
+    int epfd, signal_fd;
+    pbd_listener_t listener;
     pbd_producer_t *producer;
     conn_t *conns;
     int n_conns;
@@ -106,78 +107,6 @@ static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* ---- socket ---- */
-
-/* Binds path, replacing a socket file left by a dead daemon but never one a live daemon answers on. */
-static int bind_socket(pbd_server_t *s, char *errstr, size_t errstr_size) {
-    const char *path = s->cfg->socket_path;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        snprintf(errstr, errstr_size, "socket.path '%s' is longer than %zu bytes", path, sizeof sa.sun_path - 1);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            snprintf(errstr, errstr_size, "socket.path '%s' exists and is not a socket; not removing it", path);
-            return -1;
-        }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0) {
-            snprintf(errstr, errstr_size, "socket: %s", strerror(errno));
-            return -1;
-        }
-        int live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0 || errno != ECONNREFUSED;
-        int cerr = errno;
-        close(probe);
-        if (live) {
-            snprintf(errstr, errstr_size, "socket.path '%s' is in use by a running process (%s); not disturbing it",
-                     path, cerr ? strerror(cerr) : "it accepted a connection");
-            return -1;
-        }
-        if (unlink(path) != 0) {
-            snprintf(errstr, errstr_size, "cannot remove stale socket '%s': %s", path, strerror(errno));
-            return -1;
-        }
-        PBLOG_I("socket.stale", "removed stale socket file %s left by a previous run", path);
-    }
-    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s->listen_fd < 0) {
-        snprintf(errstr, errstr_size, "socket: %s", strerror(errno));
-        return -1;
-    }
-    /* Create it owner-only, then open it up to the configured mode: never wider in between. */
-    mode_t old = umask(0177);
-    int rc = bind(s->listen_fd, (struct sockaddr *)&sa, sizeof sa);
-    int berr = errno;
-    umask(old);
-    if (rc != 0) {
-        snprintf(errstr, errstr_size, "cannot bind socket.path '%s': %s", path, strerror(berr));
-        return -1;
-    }
-    if (chmod(path, s->cfg->socket_mode) != 0 || lstat(path, &st) != 0) {
-        snprintf(errstr, errstr_size, "cannot set mode %04o on '%s': %s", s->cfg->socket_mode, path, strerror(errno));
-        unlink(path);
-        return -1;
-    }
-    s->sock_dev = st.st_dev;
-    s->sock_ino = st.st_ino;
-    if (listen(s->listen_fd, 1024) != 0) {
-        snprintf(errstr, errstr_size, "listen on '%s': %s", path, strerror(errno));
-        unlink(path);
-        return -1;
-    }
-    return 0;
-}
-
-/* Removes the socket file only if it is still the one we created. */
-static void unlink_socket(pbd_server_t *s) {
-    struct stat st;
-    if (lstat(s->cfg->socket_path, &st) == 0 && st.st_dev == s->sock_dev && st.st_ino == s->sock_ino)
-        unlink(s->cfg->socket_path);
 }
 
 static int epoll_set(pbd_server_t *s, int op, int fd, uint32_t events, void *tag) {
@@ -211,43 +140,12 @@ static int out_reserve(conn_t *c, size_t more) {
     return 0;
 }
 
-/* Appends s as JSON string content. Reasons are our own text; escaping keeps the line valid JSON. */
-static size_t json_escape_into(char *out, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)ch;
-        } else if (ch < 0x20) {
-            memcpy(out + n, "\\u00", 4);
-            out[n + 4] = hex[ch >> 4];
-            out[n + 5] = hex[ch & 15];
-            n += 6;
-        } else {
-            out[n++] = (char)ch;
-        }
-    }
-    return n;
-}
-
 /* One reply line, formatted directly (this is per line in ack mode: no JSON tree). */
 static void format_reply(conn_t *c, const reply_t *r) {
-    size_t reason_len = r->reason ? strlen(r->reason) : 0;
-    if (out_reserve(c, 128 + PBREC_ID_LEN + 6 * reason_len) != 0) return;
-    char *o = c->out + c->out_len;
-    size_t n = (size_t)sprintf(o, "{\"seq\":%llu", (unsigned long long)r->seq);
-    if (r->id[0]) n += (size_t)sprintf(o + n, ",\"id\":\"%s\"", r->id);
-    n += (size_t)sprintf(o + n, ",\"status\":\"%s\"", status_names[r->status]);
-    if (r->reason) {
-        n += (size_t)sprintf(o + n, ",\"%s\":\"", r->status == R_READY ? "ack" : "reason");
-        n += json_escape_into(o + n, r->reason);
-        o[n++] = '"';
-    }
-    o[n++] = '}';
-    o[n++] = '\n';
-    c->out_len += n;
+    const char *text_key = r->reason ? (r->status == R_READY ? "ack" : "reason") : NULL;
+    if (out_reserve(c, pbd_reply_max_len(r->reason)) != 0) return;
+    c->out_len += pbd_reply_format(c->out + c->out_len, r->seq, r->id[0] ? r->id : NULL, status_names[r->status],
+                                   text_key, r->reason);
 }
 
 static void reply_free(reply_t *r) {
@@ -333,7 +231,7 @@ static void conn_close(pbd_server_t *s, conn_t *c, const char *why) {
     s->n_conns--;
     free(c);
     if (!s->accepting && !s->stopping && s->n_conns < s->cfg->max_connections) {
-        if (epoll_set(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, &tag_listen) == 0) s->accepting = 1;
+        if (epoll_set(s, EPOLL_CTL_ADD, s->listener.fd, EPOLLIN, &tag_listen) == 0) s->accepting = 1;
     }
 }
 
@@ -638,12 +536,12 @@ static void try_resume(pbd_server_t *s) {
 static void on_accept(pbd_server_t *s) {
     for (;;) {
         if (s->n_conns >= s->cfg->max_connections) {
-            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listener.fd, NULL);
             s->accepting = 0;
             PBLOG_W("socket.limit", "socket.max_connections (%d) reached; new writers wait", s->cfg->max_connections);
             return;
         }
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(s->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) PBLOG_E("socket.accept", "accept: %s", strerror(errno));
@@ -751,7 +649,7 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
         return NULL;
     }
     s->cfg = cfg;
-    s->epfd = s->listen_fd = s->signal_fd = s->timer_fd = -1;
+    s->epfd = s->listener.fd = s->signal_fd = s->timer_fd = -1;
     if (!(s->metrics = pbm_new())) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
@@ -777,12 +675,12 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
     pbd_producer_set_metrics(s->producer, s->metrics);
     /* Before the socket exists: writers only find a daemon that is fully up. */
     if (cfg->http_listen && start_http(s, errstr, errstr_size) != 0) goto fail;
-    if (bind_socket(s, errstr, errstr_size) != 0) goto fail;
-    if (epoll_set(s, EPOLL_CTL_ADD, s->listen_fd, EPOLLIN, &tag_listen) != 0 ||
+    if (pbd_listener_bind(&s->listener, cfg->socket_path, cfg->socket_mode, errstr, errstr_size) != 0) goto fail;
+    if (epoll_set(s, EPOLL_CTL_ADD, s->listener.fd, EPOLLIN, &tag_listen) != 0 ||
         epoll_set(s, EPOLL_CTL_ADD, s->signal_fd, EPOLLIN, &tag_signal) != 0 ||
         epoll_set(s, EPOLL_CTL_ADD, pbd_producer_fd(s->producer), EPOLLIN, &tag_producer) != 0) {
         snprintf(errstr, errstr_size, "epoll_ctl: %s", strerror(errno));
-        unlink_socket(s);
+        pbd_listener_unlink(&s->listener);
         goto fail;
     }
     s->accepting = 1;
@@ -816,11 +714,11 @@ static int held_up(const pbd_server_t *s) {
 /* Stop: no new writers or bytes; lines already read are still queued; then wait for delivery. */
 static void shutdown_drain(pbd_server_t *s) {
     s->stopping = 1;
-    if (s->accepting) epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+    if (s->accepting) epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->listener.fd, NULL);
     s->accepting = 0;
-    close(s->listen_fd);
-    s->listen_fd = -1;
-    unlink_socket(s);
+    close(s->listener.fd);
+    s->listener.fd = -1;
+    pbd_listener_unlink(&s->listener);
     /* Whatever writers already sent is taken (framed now, or kept in order in the backlog): a
      * fire-and-forget writer that wrote before SIGTERM does not lose it. Later bytes are not read. */
     for (conn_t *c = s->conns, *next; c; c = next) {
@@ -912,9 +810,9 @@ void pbd_server_free(pbd_server_t *s) {
     while (s->conns) conn_close(s, s->conns, "shutdown");
     /* Purged records report through on_delivery, which frees orphaned replies. */
     pbd_producer_free(s->producer);
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        unlink_socket(s);
+    if (s->listener.fd >= 0) {
+        close(s->listener.fd);
+        pbd_listener_unlink(&s->listener);
     }
     if (s->signal_fd >= 0) close(s->signal_fd);
     if (s->timer_fd >= 0) close(s->timer_fd);
