@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,13 +229,27 @@ void pbrec_format_time(int64_t unix_ns, char *out, size_t out_size) {
     if (!out || out_size == 0) return;
     out[0] = '\0';
     int64_t ms_total = pbrec_floor_div(unix_ns, 1000000);
+    /* Records arrive many per millisecond: the same instant is formatted once (per thread). */
+    static _Thread_local int64_t cached_ms = INT64_MIN;
+    static _Thread_local char cached[32];
+    if (ms_total == cached_ms) {
+        if (strlen(cached) < out_size) memcpy(out, cached, strlen(cached) + 1);
+        return;
+    }
     time_t secs = (time_t)pbrec_floor_div(ms_total, 1000);
     int ms = (int)(ms_total - (int64_t)secs * 1000);
     struct tm tm;
     if (!gmtime_r(&secs, &tm)) return;
     int n = snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
                      tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    if (n < 0 || (size_t)n >= out_size) out[0] = '\0'; /* never hand out a truncated timestamp */
+    if (n < 0 || (size_t)n >= out_size) {
+        out[0] = '\0'; /* never hand out a truncated timestamp */
+        return;
+    }
+    if ((size_t)n < sizeof cached) {
+        memcpy(cached, out, (size_t)n + 1);
+        cached_ms = ms_total;
+    }
 }
 
 static bool pbrec_is_leap(int64_t y) {
@@ -421,15 +436,23 @@ static char *raw_value(const char *body, size_t body_len, const char *added_ts, 
         *out_len = body_len;
         return v;
     }
-    char ins[64];
-    int n = snprintf(ins, sizeof ins, "%s\"%s\":\"%s\"", has_members ? "," : "", PBREC_FIELD_TIMESTAMP, added_ts);
-    size_t head = body_len - 1; /* up to, not including, the closing brace */
-    char *v = malloc(head + (size_t)n + 1);
+    /* ,"timestamp":"<added_ts>"} appended by hand: this runs once per record. */
+    static const char field[] = "\"" PBREC_FIELD_TIMESTAMP "\":\"";
+    size_t ts_len = strlen(added_ts), head = body_len - 1; /* up to, not including, the closing brace */
+    size_t total = head + (has_members ? 1 : 0) + sizeof field - 1 + ts_len + 2;
+    char *v = malloc(total);
     if (!v) return NULL;
-    memcpy(v, body, head);
-    memcpy(v + head, ins, (size_t)n);
-    v[head + (size_t)n] = '}';
-    *out_len = head + (size_t)n + 1;
+    char *o = v;
+    memcpy(o, body, head);
+    o += head;
+    if (has_members) *o++ = ',';
+    memcpy(o, field, sizeof field - 1);
+    o += sizeof field - 1;
+    memcpy(o, added_ts, ts_len);
+    o += ts_len;
+    *o++ = '"';
+    *o++ = '}';
+    *out_len = total;
     return v;
 }
 
