@@ -110,7 +110,13 @@ static int scan_number(scanner_t *s) {
         if (p == ed || p - ed > 2) return -1;
         is_real = 1;
     }
-    if (!is_real && int_digits > 18) return -1; /* might not fit jansson's int64 */
+    if (!is_real && int_digits >= 19) {
+        /* jansson refuses integers outside int64: 19 digits fit up to 9223372036854775807
+         * (-9223372036854775808); nanosecond timestamps have 19 digits, so this is common. */
+        const char *digits = start + (*start == '-');
+        const char *limit = *start == '-' ? "9223372036854775808" : "9223372036854775807";
+        if (int_digits > 19 || memcmp(digits, limit, 19) > 0) return -1;
+    }
     if (p - start > 40) return -1;
     s->p = p;
     return 0;

@@ -627,6 +627,30 @@ static void test_record_envelope_raw_output_revalidates(void **state) {
     free(v);
 }
 
+static void test_record_prepare_fast_path_takes_plain_objects_and_int64_edges(void **state) {
+    (void)state;
+    pbrec_prepared_t p;
+    char reason[256];
+    const char *ok = "{\"model_version\":\"v\",\"prediction\":0.5,\"sent_ns\":1795620000123456789,"
+                     "\"max\":9223372036854775807,\"min\":-9223372036854775808}";
+    assert_int_equal(pbrec_prepare(ok, strlen(ok), required_default, 2, NULL, 0, 0, &p, reason, sizeof reason),
+                     PBREC_OK);
+    assert_int_equal(p.fast, 1); /* no JSON tree was built */
+    assert_string_equal(p.model_version, "v");
+    pbrec_prepared_free(&p);
+    /* One past int64: jansson refuses it, so the scanner must not accept it. */
+    const char *big = "{\"model_version\":\"v\",\"prediction\":9223372036854775808}";
+    assert_int_equal(pbrec_prepare(big, strlen(big), required_default, 2, NULL, 0, 0, &p, reason, sizeof reason),
+                     PBREC_NOT_JSON);
+    /* An escaped key is legal JSON: decided by jansson, and still accepted. */
+    const char *esc = "{\"model_\\u0076ersion\":\"v\",\"prediction\":1}";
+    assert_int_equal(pbrec_prepare(esc, strlen(esc), required_default, 2, NULL, 0, 0, &p, reason, sizeof reason),
+                     PBREC_OK);
+    assert_int_equal(p.fast, 0);
+    assert_string_equal(p.model_version, "v");
+    pbrec_prepared_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_status_names_are_stable),
@@ -672,6 +696,7 @@ int main(void) {
         cmocka_unit_test(test_record_envelope_raw_existing_timestamp_leaves_bytes_unchanged),
         cmocka_unit_test(test_record_envelope_raw_empty_object_gets_no_leading_comma),
         cmocka_unit_test(test_record_envelope_raw_output_revalidates),
+        cmocka_unit_test(test_record_prepare_fast_path_takes_plain_objects_and_int64_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
