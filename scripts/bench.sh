@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks predbridged end to end against a raw librdkafka producer and kcat on the local mTLS broker, and prints one table.
+# Benchmarks predbridged against raw librdkafka and kcat on the local mTLS broker; prints one table.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,7 +20,8 @@ linger.ms=5 and mTLS (TLS 1.3), and reads it back with a librdkafka consumer tha
 throughput (first arrival to last arrival) and latency (sent_ns in the record to arrival).
 
   --quick   50,000 x 300 B fire-and-forget, and 3 s of 300 B paced at 10,000/s (latency)
-  default   300 B and 4 KiB, fire-and-forget and --ack delivered, and the 10,000/s latency point
+  default   300 B and 4 KiB, fire-and-forget and --ack delivered, the 10,000/s latency point, and
+            a drain of 300,000 records by the raw librdkafka and the libpredbridge consumers
   --keep    keep the temporary directory (configs, logs) and print its path
   --private-broker  use (or start, and then stop) a broker of our own under \$PB_BENCH_BUILD/local,
             not the shared one: test runs elsewhere in the tree restart the shared broker
@@ -31,7 +32,8 @@ otherwise (or with --private-broker) the one under \$PB_BENCH_BUILD/local, start
 and then stopping it at the end. Every run creates its own topics (predictions-bench-*).
 Environment: PB_BENCH_BUILD ($PB_BENCH_BUILD), PB_BENCH_WRITERS ($PB_BENCH_WRITERS) writer connections,
 PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and the paced run's
-length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record.
+length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
+PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 USAGE
 }
 
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for tool in cmake ninja kcat /usr/bin/time mkfifo timeout; do
+for tool in cmake ninja kcat pkg-config /usr/bin/time mkfifo timeout; do
   command -v "$tool" >/dev/null || die "'$tool' not found: run scripts/setup.sh"
 done
 
@@ -70,15 +72,29 @@ for b in "$predbridged" "$bin/pb_loadgen" "$bin/pb_benchconsumer" "$bin/pb_rawpr
   [ -x "$b" ] || die "$b not built (run without --no-build)"
 done
 
-# ---- broker ----
+# ---- temporary directory, and cleanup of everything this script started ----
 started_broker=
+tmp=$(mktemp -d /tmp/pb-bench.XXXXXX)
+pids=()
+cleanup() {
+  local p
+  [ -z "${consumer_pid:-}" ] || stop_consumer
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$started_broker" ]; then PB_LOCAL_DIR="$started_broker" "$repo/scripts/kafka-local.sh" stop >&2 || true; fi
+  if [ "$keep" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- broker ----
 local_dir=${PB_LOCAL_DIR:-$repo/.local}
 if [ "$private" = 1 ] || ! PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" status >/dev/null 2>&1; then
   local_dir=$PB_BENCH_BUILD/local
   if ! PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" status >/dev/null 2>&1; then
     say "no broker runs: starting a private one under $local_dir"
-    PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" start >&2
     started_broker=$local_dir
+    PB_LOCAL_DIR="$local_dir" "$repo/scripts/kafka-local.sh" start >&2
   fi
 fi
 [ -f "$local_dir/broker.env" ] || die "$local_dir/broker.env missing"
@@ -89,20 +105,14 @@ fi
 C=$PB_CERT_DIR
 say "broker $PB_BOOTSTRAP (certificates in $C)"
 
-tmp=$(mktemp -d /tmp/pb-bench.XXXXXX)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [ -n "$started_broker" ]; then PB_LOCAL_DIR="$started_broker" "$repo/scripts/kafka-local.sh" stop >&2 || true; fi
-  if [ "$keep" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+forget_pid() { # forget_pid PID: it has been waited for
+  local p rest=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || rest+=("$p"); done
+  pids=("${rest[@]}")
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-forget_pid() { local p keep_pids=(); for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep_pids+=("$p"); done; pids=("${keep_pids[@]}"); }
 
 run_id=$(date +%s)-$$
+failures=0
 topic_n=0
 new_topic() { # new_topic -> sets TOPIC to a fresh topic (3 partitions, leaders elected)
   topic_n=$((topic_n + 1))
@@ -113,7 +123,8 @@ new_topic() { # new_topic -> sets TOPIC to a fresh topic (3 partitions, leaders 
   TOPIC=$t
 }
 
-# read_until FD PATTERN SECONDS LOG: reads lines from FD into LOG until one matches PATTERN; fails at the deadline.
+# read_until FD PATTERN SECONDS LOG: copies lines from FD to LOG until one matches PATTERN (in REPLY);
+# fails at the deadline or at end of file.
 read_until() {
   local fd=$1 pat=$2 deadline=$((SECONDS + $3)) log=$4 line left
   while :; do
@@ -131,7 +142,8 @@ start_consumer() { # start_consumer TOPIC N WARMUP TIMEOUT [SOURCE]
   local extra=(--source "${5:-rdkafka}")
   [ "${PB_BENCH_DUMP:-0}" = 0 ] || extra+=(--dump "$tmp/arrivals-$1-${5:-rdkafka}.txt")
   mkfifo "$tmp/consumer.fifo"
-  /usr/bin/time -f '%U %S %M' -o "$tmp/consumer-time.out" "$bin/pb_benchconsumer" -b "$PB_BOOTSTRAP" -t "$1" --ca "$C/ca.crt" --cert "$C/predbridge-consumer.crt" \
+  /usr/bin/time -f '%U %S %M' -o "$tmp/consumer-time.out" \
+    "$bin/pb_benchconsumer" -b "$PB_BOOTSTRAP" -t "$1" --ca "$C/ca.crt" --cert "$C/predbridge-consumer.crt" \
     --key "$C/predbridge-consumer.key" -n "$2" --warmup "$3" --timeout "$4" "${extra[@]}" \
     >"$tmp/consumer.fifo" 2>>"$tmp/consumer.err" &
   consumer_pid=$!
@@ -141,13 +153,21 @@ start_consumer() { # start_consumer TOPIC N WARMUP TIMEOUT [SOURCE]
   read_until "$consumer_fd" 'READY' 60 "$tmp/consumer.log" \
     || { cat "$tmp/consumer.err" >&2; die "the consumer did not get ready within 60 s"; }
 }
+# The consumer runs under /usr/bin/time: the signal goes to its child, which then prints a partial result.
+stop_consumer() {
+  local kids
+  kids=$(cat "/proc/$consumer_pid/task/$consumer_pid/children" 2>/dev/null) || return 0
+  # shellcheck disable=SC2086
+  [ -z "$kids" ] || kill -TERM $kids 2>/dev/null || true
+}
 finish_consumer() { # finish_consumer TIMEOUT -> sets RESULT to the consumer's result line
   read_until "$consumer_fd" 'RESULT *' "$1" "$tmp/consumer.log" \
     || { cat "$tmp/consumer.err" >&2; die "the consumer gave no result within $1 s"; }
   RESULT=$REPLY
   exec {consumer_fd}<&-
-  wait "$consumer_pid" || say "consumer: not every prediction arrived (see the count column)"
+  wait "$consumer_pid" || { say "consumer: not every prediction arrived (see the count column)"; failures=$((failures + 1)); }
   forget_pid "$consumer_pid"
+  consumer_pid=
 }
 field() { # field NAME "k=v k=v ..." -> v
   local kv
@@ -169,6 +189,7 @@ proc_cpu_ticks() { # utime+stime of PID in clock ticks
   echo $(( f[11] + f[12] ))
 }
 hz=$(getconf CLK_TCK)
+ticks_s() { awk -v t="$1" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'; }
 proc_thread_ticks() { # "MAIN OTHER": utime+stime of PID's main thread and of all its other threads
   local t main=0 other=0 v
   for t in /proc/"$1"/task/*; do
@@ -213,14 +234,15 @@ CONF
   # A long-running sidecar is connected before load arrives: one prediction acknowledged as delivered
   # (seq N, which the consumer ignores) proves the producer has its connection and idempotent PID.
   timeout --kill-after=5 70 "$bin/pb_loadgen" --socket "$sock" -n 1 -w 1 --ack delivered --first-seq "$n" \
-    --timeout 60 2>>"$tmp/loadgen.log" || die "predbridged did not deliver the warm-up prediction (log: $tmp/predbridged.log)"
+    --timeout 60 2>>"$tmp/loadgen.log" \
+    || die "predbridged did not deliver the warm-up prediction (log: $tmp/predbridged.log)"
   local rss0; rss0=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
   local cpu0 th0; cpu0=$(proc_cpu_ticks "$pid"); th0=$(proc_thread_ticks "$pid")
   local args=(--socket "$sock" -n "$n" -s "$size" -w "$PB_BENCH_WRITERS" --timeout 240)
   [ "$ack" = none ] || args+=(--ack "$ack")
   [ "$rate" = 0 ] || args+=(--rate "$rate")
   timeout --kill-after=5 250 "$bin/pb_loadgen" "${args[@]}" 2>>"$tmp/loadgen.log" \
-    || { tail -n 3 "$tmp/loadgen.log" >&2; say "load generator failed (predbridged $group)"; }
+    || { tail -n 3 "$tmp/loadgen.log" >&2; say "load generator failed (predbridged $group)"; stop_consumer; }
   finish_consumer 320
   local cpu1 hwm th1
   cpu1=$(proc_cpu_ticks "$pid"); th1=$(proc_thread_ticks "$pid")
@@ -229,9 +251,10 @@ CONF
   wait "$pid" || say "predbridged exited with status $? (log: $tmp/predbridged.log)"
   forget_pid "$pid"
   wait "$drain" || true
-  add_row "$group" predbridged "$size" "$RESULT" "$(awk -v t=$((cpu1 - cpu0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}')" "$hwm"
+  add_row "$group" predbridged "$size" "$RESULT" "$(ticks_s $((cpu1 - cpu0)))" "$hwm"
   local m0 o0 m1 o1; read -r m0 o0 <<<"$th0"; read -r m1 o1 <<<"$th1"
-  say "predbridged $group: $RESULT (RSS after start-up ${rss0} kB, peak ${hwm} kB; CPU s: event-loop thread $(awk -v t=$((m1 - m0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}'), librdkafka threads $(awk -v t=$((o1 - o0)) -v hz="$hz" 'BEGIN{printf "%.2f", t/hz}'))"
+  say "predbridged $group: $RESULT (RSS after start-up ${rss0} kB, peak ${hwm} kB;" \
+      "CPU s: event-loop thread $(ticks_s $((m1 - m0))), librdkafka threads $(ticks_s $((o1 - o0))))"
 }
 
 # ---- raw librdkafka and kcat: the same generator writes the NDJSON into their stdin ----
@@ -245,6 +268,7 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
   if [ "$tool" = raw ]; then
     cmd=("$bin/pb_rawproducer" -b "$PB_BOOTSTRAP" -t "$topic" --ca "$C/ca.crt" --cert "$C/predbridged.crt"
          --key "$C/predbridged.key" --compression lz4 --linger-ms 5 --timeout 240)
+    [ "${PB_BENCH_RAW_HEADERS:-0}" = 0 ] || cmd+=(--headers)
   else
     cmd=(kcat -P -b "$PB_BOOTSTRAP" -t "$topic" -X security.protocol=ssl -X ssl.ca.location="$C/ca.crt"
          -X ssl.certificate.location="$C/predbridged.crt" -X ssl.key.location="$C/predbridged.key"
@@ -254,11 +278,11 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
   start_consumer "$topic" "$n" "$warm" 300
   timeout --kill-after=5 250 "${gen[@]}" 2>>"$tmp/loadgen.log" \
     | timeout --kill-after=5 250 /usr/bin/time -f '%U %S %M' -o "$tmp/time.out" "${cmd[@]}" 2>>"$tmp/$tool.log" \
-    || { tail -n 3 "$tmp/$tool.log" >&2; say "$tool failed ($group)"; }
+    || { tail -n 3 "$tmp/$tool.log" >&2; say "$tool failed ($group)"; stop_consumer; }
   finish_consumer 320
   local u s m
   read -r u s m <"$tmp/time.out" || die "no resource usage from /usr/bin/time for $tool"
-  add_row "$group" "$tool" "$size" "$RESULT" "$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')" "$m"
+  add_row "$group" "$tool" "$size" "$RESULT" "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')" "$m"
   say "$tool $group: $RESULT"
   if [ "$tool" = raw ] && [ "$rate" = 0 ] && [ -z "${FILLED_TOPIC:-}" ]; then
     FILLED_TOPIC=$topic FILLED_N=$n FILLED_SIZE=$size
@@ -274,7 +298,7 @@ run_consume() { # run_consume GROUP SOURCE
   # Rate over the whole drain, connecting (and, for libpredbridge, joining its group) included.
   add_row "$1" "consumer:$2" "$FILLED_SIZE" \
     "$(sed 's/ rate=[^ ]*//; s/drain_rate=/rate=/; s/p50_ms=[^ ]*//; s/p99_ms=[^ ]*//; s/p999_ms=[^ ]*//' <<<"$RESULT")" \
-    "$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')" "$m"
+    "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')" "$m"
   say "consumer $2 $1: $RESULT"
 }
 
@@ -289,6 +313,15 @@ scenario() {
   fi
 }
 
+# A freshly started broker (JIT, page cache) would penalise whichever tool runs first: warm it with
+# 100,000 records through the raw producer into a throw-away topic first.
+new_topic
+say "warming up the broker (topic $TOPIC)"
+timeout --kill-after=5 120 "$bin/pb_loadgen" --stdout -n 100000 -s 300 --timeout 100 2>>"$tmp/loadgen.log" \
+  | timeout --kill-after=5 120 "$bin/pb_rawproducer" -b "$PB_BOOTSTRAP" -t "$TOPIC" --ca "$C/ca.crt" \
+      --cert "$C/predbridged.crt" --key "$C/predbridged.key" --timeout 100 2>>"$tmp/raw.log" \
+  || { tail -n 3 "$tmp/raw.log" >&2; die "the broker warm-up failed"; }
+
 rate_secs=${PB_BENCH_RATE_SECS:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
 if [ "$quick" = 1 ]; then
   n300=${PB_BENCH_N300:-50000}
@@ -302,18 +335,25 @@ else
   scenario "4KiB ack" 4096 "$n4k" delivered 0
 fi
 scenario "300B 10k/s" 300 $((10000 * (rate_secs + 1))) none 10000
-# The filled topic is the first fire-and-forget raw run (300 B; see run_pipe).
-if [ -n "${FILLED_TOPIC:-}" ]; then
+# Consumer throughput (full run only): the topic the first fire-and-forget raw run filled (300 B).
+if [ "$quick" = 0 ] && [ -n "${FILLED_TOPIC:-}" ]; then
   for source in $("$bin/pb_benchconsumer" --list-sources); do run_consume "300B drain" "$source"; done
 fi
 
 # ---- report ----
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$repo/scripts/kafka/pom.xml")
+kcat_version=$(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p')
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+source_rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
+kind=$([ "$quick" = 1 ] && echo quick || echo full)
+built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +%H:%M:%SZ)")
 {
   echo
-  echo "predbridge benchmark ($([ "$quick" = 1 ] && echo quick || echo full)), $(date -u +%Y-%m-%dT%H:%M:%SZ), source $(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +%H:%M:%SZ)")"
-  echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
-  echo "librdkafka $(pkg-config --modversion rdkafka), Kafka $kafka_version (single KRaft node on loopback, mTLS TLS 1.3), $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/kcat \1/p')"
+  echo "predbridge benchmark ($kind), $(date -u +%Y-%m-%dT%H:%M:%SZ), source $source_rev$built"
+  echo "machine: $(nproc) CPUs ($cpu_model), $mem RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "librdkafka $(pkg-config --modversion rdkafka), Kafka $kafka_version (single KRaft node on loopback," \
+       "mTLS TLS 1.3), kcat $kcat_version"
   echo "producer settings everywhere: acks=all, enable.idempotence, lz4, linger.ms=5; predbridged: $PB_BENCH_WRITERS writer connections"
   echo "throughput: measured predictions / (last arrival - first arrival) at the consumer; latency: arrival - sent_ns"
   echo "(the first 5 % of each run, or the first second when paced, is warm-up: delivered, not measured)"
@@ -341,8 +381,13 @@ kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$repo
       }
     }' "$results"
   echo
-  echo "ack rows compare predbridged in --ack delivered mode with the fire-and-forget raw/kcat runs of the same size."
-  echo "drain rows: each consumer reads the topic the raw producer filled, from offset 0, timed from its start"
-  echo "(connect, and group join for libpredbridge, included) to the last record (/raw column:"
-  echo "libpredbridge / raw librdkafka consumer); CPU s and RSS MB are the consumer's there, the producer's elsewhere."
+  if [ "$quick" = 0 ]; then
+    echo "ack rows: predbridged with --ack delivered, compared with the fire-and-forget raw/kcat rows of the same size."
+    echo "drain rows: each consumer reads the topic the raw producer filled, from offset 0, timed from its start"
+    echo "(connect, and group join for libpredbridge, included) to the last record; /raw there is libpredbridge /"
+    echo "raw librdkafka consumer, and CPU s and RSS MB are the consumer's (elsewhere the producer's)."
+  fi
 } | tee "$tmp/table.txt"
+if [ "$failures" -gt 0 ]; then
+  die "$failures run(s) did not deliver every prediction: the rows with a short count are not valid (see the log above)"
+fi

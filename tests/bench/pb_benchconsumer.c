@@ -7,6 +7,7 @@
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,13 @@ static void on_record(void *ctx, const char *value, size_t len) {
     if (m->dump) fprintf(m->dump, "%" PRId64 " %" PRId64 " %" PRId64 "\n", seq, sent, now);
 }
 
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
@@ -378,7 +386,18 @@ int main(int argc, char **argv) {
     printf("READY\n");
     fflush(stdout);
     int rc = 0;
+    /* SIGTERM/SIGINT end the wait early (the producer side failed) with a partial result. */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     while (m.unique < o.count) {
+        if (g_stop) {
+            fprintf(stderr,
+                    "pb_benchconsumer: stopped by a signal with %" PRIu64 " of %" PRIu64 " predictions\n",
+                    m.unique, o.count);
+            rc = 1;
+            break;
+        }
         int64_t left_ms = (deadline - bench_mono_ns()) / 1000000;
         if (left_ms <= 0) {
             fprintf(stderr, "pb_benchconsumer: timed out with %" PRIu64 " of %" PRIu64 " predictions\n",
