@@ -193,7 +193,11 @@ start() {
   PB_CONTROLLER_PORT=$(pick_port PB_KAFKA_CONTROLLER_PORT)
   write_config
   local cid
-  cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # A random Kafka UUID (base64url); one starting with '-' would be read as an option by the tool.
+  cid=-
+  while [ "${cid#-}" != "$cid" ]; do
+    cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   if ! java_cmd kafka.tools.StorageTool format -t "$cid" -c "$state/server.properties" \
        >"$state/format.log" 2>&1; then
     cat "$state/format.log" >&2
