@@ -370,8 +370,6 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
         return;
     }
     if (pbc_retry_blocks(c, m, topic)) return;
-    rd_kafka_headers_t *h = NULL;
-    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) h = NULL;
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     struct pb_message view;
@@ -385,7 +383,8 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     else
         snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len, c->max_bytes);
     pbmsg_fill(&view, topic, m->partition, m->offset, tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
-               m->payload, m->len, m->key, m->key_len, h, json, st == PBREC_OK);
+               m->payload, m->len, m->key, m->key_len, NULL, json, st == PBREC_OK);
+    pbmsg_set_source(&view, m); /* headers parsed only if the application asks */
     if (st == PBREC_OK) memcpy(view.model_version, model_version, sizeof model_version);
     if (st != PBREC_OK) {
         char cause[700];

@@ -25,6 +25,8 @@ struct pb_message {
     int valid;                   /* the record passed validation, so json can be parsed */
     char model_version[256];     /* from validation; "" if absent or longer */
     const char *id, *producer;   /* point into id_buf/producer_buf, or NULL */
+    rd_kafka_message_t *source;  /* headers are parsed from it on first use (most callbacks never ask) */
+    int headers_loaded, ids_loaded;
     char id_buf[128], producer_buf[256];
 };
 
@@ -33,6 +35,9 @@ struct pb_message {
 void pbmsg_fill(struct pb_message *msg, const char *topic, int32_t partition, int64_t offset, int64_t timestamp_ms,
                 const void *value, size_t value_len, const void *key, size_t key_len, rd_kafka_headers_t *headers,
                 json_t *json, int valid);
+
+/* Makes the view read its headers lazily from the Kafka message (instead of pbmsg_fill's headers). */
+void pbmsg_set_source(struct pb_message *msg, rd_kafka_message_t *source);
 
 /* The pb_err_t for a librdkafka error seen by a consumer (authentication, authorization, TLS, broker). */
 pb_err_t pbmsg_map_kafka_error(rd_kafka_resp_err_t err);

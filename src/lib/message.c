@@ -29,8 +29,38 @@ void pbmsg_fill(struct pb_message *msg, const char *topic, int32_t partition, in
     msg->json = json;
     msg->valid = valid;
     msg->model_version[0] = '\0';
-    msg->id = header_text(headers, "pb-id", msg->id_buf, sizeof msg->id_buf);
-    msg->producer = header_text(headers, "pb-producer", msg->producer_buf, sizeof msg->producer_buf);
+    msg->id = msg->producer = NULL;
+    msg->source = NULL;
+    msg->headers_loaded = 1;
+    msg->ids_loaded = 0;
+}
+
+void pbmsg_set_source(struct pb_message *msg, rd_kafka_message_t *source) {
+    msg->source = source;
+    msg->headers = NULL;
+    msg->headers_loaded = 0;
+    msg->ids_loaded = 0;
+}
+
+/* The headers, parsed on first use: librdkafka allocates while parsing them. The view is the
+ * library's own, const only towards the application. */
+static rd_kafka_headers_t *msg_headers(const pb_message_t *msg) {
+    struct pb_message *m = (struct pb_message *)msg;
+    if (!m->headers_loaded) {
+        rd_kafka_headers_t *h = NULL;
+        if (m->source && rd_kafka_message_headers(m->source, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) m->headers = h;
+        m->headers_loaded = 1;
+    }
+    return m->headers;
+}
+
+static void msg_ids(const pb_message_t *msg) {
+    struct pb_message *m = (struct pb_message *)msg;
+    if (m->ids_loaded) return;
+    rd_kafka_headers_t *h = msg_headers(msg);
+    m->id = header_text(h, "pb-id", m->id_buf, sizeof m->id_buf);
+    m->producer = header_text(h, "pb-producer", m->producer_buf, sizeof m->producer_buf);
+    m->ids_loaded = 1;
 }
 
 pb_err_t pbmsg_map_kafka_error(rd_kafka_resp_err_t err) {
@@ -92,11 +122,15 @@ const char *pb_message_model_version(const pb_message_t *msg) {
 }
 
 const char *pb_message_id(const pb_message_t *msg) {
-    return msg ? msg->id : NULL;
+    if (!msg) return NULL;
+    msg_ids(msg);
+    return msg->id;
 }
 
 const char *pb_message_producer(const pb_message_t *msg) {
-    return msg ? msg->producer : NULL;
+    if (!msg) return NULL;
+    msg_ids(msg);
+    return msg->producer;
 }
 
 int64_t pb_message_timestamp_ms(const pb_message_t *msg) {
@@ -126,7 +160,8 @@ const void *pb_message_value(const pb_message_t *msg, size_t *len) {
 }
 
 size_t pb_message_header_count(const pb_message_t *msg) {
-    return msg && msg->headers ? rd_kafka_header_cnt(msg->headers) : 0;
+    rd_kafka_headers_t *h = msg ? msg_headers(msg) : NULL;
+    return h ? rd_kafka_header_cnt(h) : 0;
 }
 
 pb_err_t pb_message_header_at(const pb_message_t *msg, size_t idx, const char **name, const void **value,
@@ -134,8 +169,8 @@ pb_err_t pb_message_header_at(const pb_message_t *msg, size_t idx, const char **
     const char *n = NULL;
     const void *v = NULL;
     size_t s = 0;
-    if (!msg || !msg->headers || rd_kafka_header_get_all(msg->headers, idx, &n, &v, &s) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return PB_ERR_NOT_FOUND;
+    rd_kafka_headers_t *h = msg ? msg_headers(msg) : NULL;
+    if (!h || rd_kafka_header_get_all(h, idx, &n, &v, &s) != RD_KAFKA_RESP_ERR_NO_ERROR) return PB_ERR_NOT_FOUND;
     if (name) *name = n;
     if (value) *value = v;
     if (size) *size = s;
@@ -145,9 +180,8 @@ pb_err_t pb_message_header_at(const pb_message_t *msg, size_t idx, const char **
 pb_err_t pb_message_header_get(const pb_message_t *msg, const char *name, const void **value, size_t *size) {
     const void *v = NULL;
     size_t s = 0;
-    if (!msg || !msg->headers || !name ||
-        rd_kafka_header_get_last(msg->headers, name, &v, &s) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return PB_ERR_NOT_FOUND;
+    rd_kafka_headers_t *h = msg ? msg_headers(msg) : NULL;
+    if (!h || !name || rd_kafka_header_get_last(h, name, &v, &s) != RD_KAFKA_RESP_ERR_NO_ERROR) return PB_ERR_NOT_FOUND;
     if (value) *value = v;
     if (size) *size = s;
     return PB_OK;
