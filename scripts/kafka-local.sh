@@ -45,7 +45,7 @@ jars() {
     return 0
   fi
   command -v mvn >/dev/null || die "Maven (mvn) not found: run scripts/setup.sh"
-  say "resolving Kafka $kafka_version jars into $PB_KAFKA_CACHE (first run downloads ~100 MB)"
+  say "resolving Kafka $kafka_version jars into $PB_KAFKA_CACHE (first run downloads ~55 MB)"
   mkdir -p "$PB_KAFKA_CACHE"
   if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
        -DoutputDirectory="$PB_KAFKA_CACHE" >"$PB_KAFKA_CACHE/mvn.log" 2>&1; then
