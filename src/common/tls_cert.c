@@ -519,6 +519,25 @@ out:
     return rc;
 }
 
+int pbtlsi_settings_complete(const pbtls_settings_t *s, char *errstr, size_t errstr_size) {
+    if (!s->ca) {
+        seterr(errstr, errstr_size,
+               "tls.ca: not set; it names the PEM file of the CA that issued the brokers' certificates");
+        return -1;
+    }
+    if (s->keystore && (s->cert || s->key)) {
+        seterr(errstr, errstr_size, "tls.keystore and tls.cert/tls.key are alternatives: set one or the other");
+        return -1;
+    }
+    if (!s->keystore && (!s->cert || !s->key)) {
+        seterr(errstr, errstr_size,
+               "%s: not set; a client certificate is required (tls.cert and tls.key, or tls.keystore)",
+               !s->cert ? "tls.cert" : "tls.key");
+        return -1;
+    }
+    return 0;
+}
+
 int pbtls_check_material(const pbtls_settings_t *s, time_t now, pbtls_cert_info_t *info, pbtls_warn_fn warn,
                          void *warn_ctx, char *errstr, size_t errstr_size) {
     int rc = -1;
@@ -531,24 +550,7 @@ int pbtls_check_material(const pbtls_settings_t *s, time_t now, pbtls_cert_info_
         seterr(errstr, errstr_size, "no TLS settings");
         goto out;
     }
-    if (!s->ca) {
-        seterr(errstr, errstr_size,
-               "tls.ca: not set; it names the PEM file of the CA that issued the brokers' "
-               "certificates");
-        goto out;
-    }
-    if (s->keystore && (s->cert || s->key)) {
-        seterr(errstr, errstr_size,
-               "tls.keystore and tls.cert/tls.key are alternatives: set one or the other");
-        goto out;
-    }
-    if (!s->keystore && (!s->cert || !s->key)) {
-        seterr(errstr, errstr_size,
-               "%s: not set; a client certificate is required (tls.cert and tls.key, or "
-               "tls.keystore)",
-               !s->cert ? "tls.cert" : "tls.key");
-        goto out;
-    }
+    if (pbtlsi_settings_complete(s, errstr, errstr_size) != 0) goto out;
     if (load_certs("tls.ca", s->ca, &cas, errstr, errstr_size) != 0) goto out;
     if (s->keystore) {
         warn_mode("tls.keystore", s->keystore, warn, warn_ctx);

@@ -60,5 +60,7 @@ void pbtlsi_sans_str(const X509 *x, char *out, size_t size);
 int pbtlsi_read_passphrase(const char *key, const char *path, char *buf, size_t size, char *errstr,
                            size_t errstr_size);
 void pbtlsi_verify_error_text(int err, int depth, X509 *cur, const char *trust_hint, char *out, size_t size);
+/* The settings name a CA and exactly one form of client material; errstr names the missing key. */
+int pbtlsi_settings_complete(const pbtls_settings_t *s, char *errstr, size_t errstr_size);
 
 #endif

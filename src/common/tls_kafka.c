@@ -155,24 +155,7 @@ int pbtls_apply(rd_kafka_conf_t *conf, const pbtls_settings_t *s, pbtls_verifier
     }
     if (pbtls_policy_init(errstr, errstr_size) != 0 || pbtls_policy_verify(errstr, errstr_size) != 0)
         goto out;
-    if (!s->ca) {
-        seterr(errstr, errstr_size,
-               "tls.ca: not set; it names the PEM file of the CA that issued the brokers' "
-               "certificates");
-        goto out;
-    }
-    if (s->keystore && (s->cert || s->key)) {
-        seterr(errstr, errstr_size,
-               "tls.keystore and tls.cert/tls.key are alternatives: set one or the other");
-        goto out;
-    }
-    if (!s->keystore && (!s->cert || !s->key)) {
-        seterr(errstr, errstr_size,
-               "%s: not set; a client certificate is required (tls.cert and tls.key, or "
-               "tls.keystore)",
-               !s->cert ? "tls.cert" : "tls.key");
-        goto out;
-    }
+    if (pbtlsi_settings_complete(s, errstr, errstr_size) != 0) goto out;
     if (s->pin_count > PBTLS_MAX_PINS) {
         seterr(errstr, errstr_size, "tls.pins: %zu pins, at most %d", s->pin_count, PBTLS_MAX_PINS);
         goto out;
