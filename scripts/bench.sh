@@ -376,8 +376,8 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
           if (rate[base, "raw"] > 0) vr = sprintf("%.2f", r / rate[base, "raw"])
           if (rate[base, "kcat"] > 0) vk = sprintf("%.2f", r / rate[base, "kcat"])
         }
-        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka"] > 0)
-          vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka"])
+        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka-group"] > 0)
+          vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka-group"])
         printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
                f[9], sprintf("%.1f", f[10] / 1024), vr, vk
       }
@@ -386,8 +386,9 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
   if [ "$quick" = 0 ]; then
     echo "ack rows: predbridged with --ack delivered, compared with the fire-and-forget raw/kcat rows of the same size."
     echo "drain rows: each consumer reads the topic the raw producer filled, from offset 0; rate from its first to its"
-    echo "last record (start-up and group join excluded: see drain_rate in the log); /raw there is libpredbridge /"
-    echo "raw librdkafka consumer, and CPU s and RSS MB are the consumer's (elsewhere the producer's)."
+    echo "last record (start-up excluded: see drain_rate in the log); /raw there is libpredbridge / the raw librdkafka"
+    echo "consumer that also uses a group (rdkafka-group: subscribe, store each offset after the record, commit);"
+    echo "rdkafka assigns partitions without a group. CPU s and RSS MB are the consumer's (elsewhere the producer's)."
   fi
 } | tee "$tmp/table.txt"
 if [ "$failures" -gt 0 ]; then

@@ -118,6 +118,60 @@ static void rdk_close(void *h) {
     rd_kafka_destroy(rk);
 }
 
+/* ---- source: plain librdkafka as an application would use it with a group: subscribe, poll, store
+ * each offset after handling the record, commit on close. The like-for-like ceiling for
+ * libpredbridge (which adds validation, the message view and the callback). ---- */
+
+static void *rdkg_open(const copts_t *o, char *err, size_t err_size) {
+    const char *prog = "pb_benchconsumer";
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    bench_conf_tls(conf, o->bootstrap, o->ca, o->cert, o->key, prog);
+    bench_conf_set(conf, "group.id", o->group, prog);
+    bench_conf_set(conf, "auto.offset.reset", "earliest", prog);
+    bench_conf_set(conf, "enable.auto.commit", "false", prog);
+    bench_conf_set(conf, "enable.auto.offset.store", "false", prog);
+    bench_conf_set(conf, "client.id", "pb_benchconsumer", prog);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, err_size);
+    if (!rk) return NULL;
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, o->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        snprintf(err, err_size, "subscribe %s: %s", o->topic, rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+static int rdkg_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
+    rd_kafka_t *rk = h;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
+    while (m) {
+        if (m->err) {
+            snprintf(err, err_size, "%s", rd_kafka_message_errstr(m));
+            int fatal = m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && m->err != RD_KAFKA_RESP_ERR__TRANSPORT;
+            rd_kafka_message_destroy(m);
+            if (fatal) return -1;
+        } else {
+            fn(ctx, m->payload, m->len);
+            rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+            rd_kafka_message_destroy(m);
+        }
+        m = rd_kafka_consumer_poll(rk, 0);
+    }
+    return 0;
+}
+
+static void rdkg_close(void *h) {
+    rd_kafka_t *rk = h;
+    rd_kafka_commit(rk, NULL, 0);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
 #ifdef PB_BENCH_HAVE_LIBPREDBRIDGE
 /* ---- source: libpredbridge (pb_consumer_*): subscribes with a fresh group, from the earliest offset ---- */
 
@@ -191,6 +245,7 @@ static void lib_close(void *h) {
 
 static const source_ops_t sources[] = {
     {"rdkafka", rdk_open, rdk_poll, rdk_close},
+    {"rdkafka-group", rdkg_open, rdkg_poll, rdkg_close},
 #ifdef PB_BENCH_HAVE_LIBPREDBRIDGE
     {"libpredbridge", lib_open, lib_poll, lib_close},
 #endif
