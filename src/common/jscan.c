@@ -1,6 +1,7 @@
 /* jscan.c: an allocation-free JSON scanner for predbridged's hot path (see jscan.h). */
 #include "common/jscan.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_DEPTH 64
@@ -39,10 +40,23 @@ static int hex4(const char *p, unsigned *out) {
 }
 
 /* At the opening quote. Leaves p after the closing quote; body is what is between them. */
+/* 1 if none of the 8 bytes of w ends or escapes a string: no '"', no '\\', no control character.
+ * (Bytes >= 0x80 are plain here: the caller has checked the line is UTF-8.) */
+static int plain8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t has_quote = (q - ones) & ~q & high;
+    uint64_t has_backslash = (b - ones) & ~b & high;
+    uint64_t has_control = (w - ones * 0x20) & ~w & high;
+    return (has_quote | has_backslash | has_control) == 0;
+}
+
 static int scan_string(scanner_t *s, const char **body, size_t *body_len, int *escaped) {
     const char *p = ++s->p;
     *escaped = 0;
     for (;;) {
+        uint64_t w;
+        while (s->end - p >= 8 && (memcpy(&w, p, 8), plain8(w))) p += 8;
         if (p >= s->end) return -1;
         unsigned char c = (unsigned char)*p;
         if (c == '"') break;

@@ -54,6 +54,10 @@ __attribute__((format(printf, 3, 4))) static void pbrec_reason(char *reason, siz
 static size_t pbrec_utf8_bad_offset(const unsigned char *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        /* Eight ASCII bytes at a time: lines are mostly ASCII. */
+        uint64_t w;
+        while (len - i >= 8 && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ULL) == 0)) i += 8;
+        if (i >= len) break;
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;
