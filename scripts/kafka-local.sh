@@ -205,15 +205,24 @@ start() {
   fi
   : >"$logfile"
   say "starting Kafka $kafka_version on localhost:$PB_PORT (MTLS), :$PB_TLS12_PORT (TLS12), :$PB_BADHOST_PORT (BADHOST)"
-  setsid bash -c 'exec "$@" >>"'"$state/stdout.log"'" 2>&1 </dev/null' _ \
-    java -Xms128m -Xmx"$PB_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$PB_KAFKA_CACHE/*" \
+  # The process writes its own pid (the one java will keep through exec), so the pid file is right
+  # even if setsid had to fork; until then there is no broker process to watch.
+  rm -f "$pidfile"
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0"; exec "$@" >>"'"$state/stdout.log"'" 2>&1 </dev/null' \
+    "$pidfile" java -Xms128m -Xmx"$PB_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$PB_KAFKA_CACHE/*" \
     kafka.Kafka "$state/server.properties" &
-  echo $! >"$pidfile"
+  local pid= launch_deadline=$(( SECONDS + 10 ))
+  until [ -s "$pidfile" ]; do
+    [ "$SECONDS" -lt "$launch_deadline" ] || die "could not launch java within 10 s (see $state/stdout.log)"
+    read -r -t 0.05 <> <(:) || true
+  done
+  pid=$(cat "$pidfile")
 
   local deadline=$(( SECONDS + PB_KAFKA_START_TIMEOUT ))
   until port_in_use "$PB_PORT"; do
-    if ! running; then
+    # Alive is enough here: the process may not have reached exec yet (running() checks the command line).
+    if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 40 "$logfile" "$state/stdout.log" >&2 || true
       die "the broker exited during start-up (log: $logfile)"
     fi
