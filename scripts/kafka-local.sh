@@ -61,7 +61,7 @@ running() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null
 }
 
-port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+port_in_use() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 
 free_port() {
   local p i

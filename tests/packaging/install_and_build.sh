@@ -33,7 +33,9 @@ export PKG_CONFIG_PATH=$(dirname "$pc")
 cc $san -std=c11 -Wall -Werror "$src/tests/packaging/example/example.c" -o "$work/example_pkgconfig" \
   $(pkg-config --cflags --libs predbridge) -Wl,-rpath,"$(pkg-config --variable=libdir predbridge)"
 "$work/example_pkgconfig"
-ldd "$work/example_pkgconfig" | grep -q "$prefix" || { echo "example_pkgconfig did not use the installed library"; exit 1; }
+# (ldd's output is captured first: with pipefail, `ldd | grep -q` fails whenever grep stops reading early.)
+deps=$(ldd "$work/example_pkgconfig")
+grep -qF "$prefix" <<<"$deps" || { echo "example_pkgconfig did not use the installed library"; exit 1; }
 
 # find_package, shared and static.
 cmake -S "$src/tests/packaging/example" -B "$work/example-build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
@@ -41,7 +43,8 @@ cmake -S "$src/tests/packaging/example" -B "$work/example-build" -G Ninja -DCMAK
 cmake --build "$work/example-build" >"$work/example-build.log"
 "$work/example-build/example_shared"
 "$work/example-build/example_static"
-if ldd "$work/example-build/example_static" | grep -q libpredbridge; then
+deps=$(ldd "$work/example-build/example_static")
+if grep -q libpredbridge <<<"$deps"; then
   echo "example_static is linked to the shared library"; exit 1
 fi
 echo "packaging: ok"
