@@ -94,8 +94,9 @@ static void *rdk_open(const copts_t *o, char *err, size_t err_size) {
     return rk;
 }
 
-static int rdk_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
-    rd_kafka_t *rk = h;
+/* Serves records; store: also store each record's offset after it was handled (a group's loop). */
+static int rdk_serve(rd_kafka_t *rk, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size,
+                     int store) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
     while (m) {
         if (m->err) {
@@ -105,11 +106,16 @@ static int rdk_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err,
             if (fatal) return -1;
         } else {
             fn(ctx, m->payload, m->len);
+            if (store) rd_kafka_offset_store(m->rkt, m->partition, m->offset);
             rd_kafka_message_destroy(m);
         }
         m = rd_kafka_consumer_poll(rk, 0);
     }
     return 0;
+}
+
+static int rdk_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
+    return rdk_serve(h, timeout_ms, fn, ctx, err, err_size, 0);
 }
 
 static void rdk_close(void *h) {
@@ -147,22 +153,7 @@ static void *rdkg_open(const copts_t *o, char *err, size_t err_size) {
 }
 
 static int rdkg_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
-    rd_kafka_t *rk = h;
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
-    while (m) {
-        if (m->err) {
-            snprintf(err, err_size, "%s", rd_kafka_message_errstr(m));
-            int fatal = m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && m->err != RD_KAFKA_RESP_ERR__TRANSPORT;
-            rd_kafka_message_destroy(m);
-            if (fatal) return -1;
-        } else {
-            fn(ctx, m->payload, m->len);
-            rd_kafka_offset_store(m->rkt, m->partition, m->offset);
-            rd_kafka_message_destroy(m);
-        }
-        m = rd_kafka_consumer_poll(rk, 0);
-    }
-    return 0;
+    return rdk_serve(h, timeout_ms, fn, ctx, err, err_size, 1);
 }
 
 static void rdkg_close(void *h) {
