@@ -519,6 +519,17 @@ out:
     return rc;
 }
 
+/* The loaded key belongs to the loaded certificate; errstr names the files (or keystore) if not. */
+static int key_matches(const pbtls_settings_t *s, const material_t *m, char *errstr, size_t errstr_size) {
+    if (X509_check_private_key(m->leaf, m->pkey) == 1) return 0;
+    if (s->keystore)
+        seterr(errstr, errstr_size, "tls.keystore '%s': its private key does not match its certificate",
+               s->keystore);
+    else
+        seterr(errstr, errstr_size, "tls.key '%s': does not match certificate tls.cert '%s'", s->key, s->cert);
+    return -1;
+}
+
 int pbtlsi_settings_complete(const pbtls_settings_t *s, char *errstr, size_t errstr_size) {
     if (!s->ca) {
         seterr(errstr, errstr_size,
@@ -563,15 +574,7 @@ int pbtls_check_material(const pbtls_settings_t *s, time_t now, pbtls_cert_info_
     }
     if (info) pbtlsi_describe_x509(m.leaf, info);
 
-    if (X509_check_private_key(m.leaf, m.pkey) != 1) {
-        if (s->keystore)
-            seterr(errstr, errstr_size, "tls.keystore '%s': its private key does not match its certificate",
-                   s->keystore);
-        else
-            seterr(errstr, errstr_size, "tls.key '%s': does not match certificate tls.cert '%s'", s->key,
-                   s->cert);
-        goto out;
-    }
+    if (key_matches(s, &m, errstr, errstr_size) != 0) goto out;
     time_t not_before = asn1_time(X509_get0_notBefore(m.leaf)),
            not_after = asn1_time(X509_get0_notAfter(m.leaf));
     pbtls_format_time(not_before, nb, sizeof nb);
@@ -625,15 +628,7 @@ int pbtls_ssl_ctx_use_material(SSL_CTX *ctx, const pbtls_settings_t *s, char *er
     if ((s->keystore ? load_keystore(s, &m, errstr, errstr_size)
                      : load_pem_material(s, &m, errstr, errstr_size)) != 0)
         goto out;
-    if (X509_check_private_key(m.leaf, m.pkey) != 1) {
-        if (s->keystore)
-            seterr(errstr, errstr_size, "tls.keystore '%s': its private key does not match its certificate",
-                   s->keystore);
-        else
-            seterr(errstr, errstr_size, "tls.key '%s': does not match certificate tls.cert '%s'", s->key,
-                   s->cert);
-        goto out;
-    }
+    if (key_matches(s, &m, errstr, errstr_size) != 0) goto out;
     if (SSL_CTX_use_certificate(ctx, m.leaf) != 1 || SSL_CTX_use_PrivateKey(ctx, m.pkey) != 1) {
         seterr(errstr, errstr_size, "%s '%s': OpenSSL refused the certificate or key: %s", m.cert_key,
                m.cert_path, ossl_reason());
