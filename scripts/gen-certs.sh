@@ -17,7 +17,10 @@ Creates in DIR (mode 0700; private keys 0600):
   badhost-broker.* badhost-broker.pem           a broker cert for the wrong host name
   mismatch-client.crt mismatch-client.key       a cert whose key does not match it
   untrusted-broker.* untrusted-broker.pem       a broker cert from the untrusted CA
-Existing material is kept unless --force. Keys are EC P-256 unless --rsa (RSA 3072).
+  revoked-broker.* revoked-broker.pem           a broker cert like broker.crt that the CA has revoked
+  revoked.crl empty.crl             PEM CRLs of the CA: one listing revoked-broker.crt, one listing nothing
+Existing material is kept unless --force; material from before the revocation set gets it added,
+signed by its own CA. Keys are EC P-256 unless --rsa (RSA 3072).
 USAGE
 }
 
@@ -42,11 +45,18 @@ fi
 chmod 0700 "$dir"
 cd "$dir"
 
+# add_revocation=1: the rest is there (from an older version of this script); add only the revocation set.
+add_revocation=0
 if [ -f .complete ] && [ "$force" -eq 0 ]; then
-  echo "gen-certs: keeping existing material in $dir (use --force to regenerate)"
-  exit 0
+  if [ -f revoked.crl ] && [ -f empty.crl ]; then
+    echo "gen-certs: keeping existing material in $dir (use --force to regenerate)"
+    exit 0
+  fi
+  [ -f .ca-ca/ca.cnf ] && add_revocation=1
 fi
-rm -rf -- ./*.crt ./*.key ./*.pem ./*.csr ./*.srl .ca-* .complete
+if [ "$add_revocation" -eq 0 ]; then
+  rm -rf -- ./*.crt ./*.key ./*.pem ./*.crl ./*.csr ./*.srl .ca-* .crl-* .complete
+fi
 
 umask 077
 
@@ -132,31 +142,69 @@ keystore() {
   chmod 0600 "$1.pem"
 }
 
+# revoke CA CERT OUT_EMPTY OUT_REVOKED: two CRLs of CA, one revoking nothing and one revoking CERT. They
+# come from a database of their own, made afresh each time, so the empty one stays empty and the CA's
+# database of issued certificates is left as it is.
+revoke() {
+  local ca=$1 cert=$2 d=".crl-$1"
+  rm -rf "$d"
+  mkdir -p "$d"
+  : >"$d/index.txt"
+  echo 01 >"$d/crlnumber"
+  cat >"$d/ca.cnf" <<CNF
+[ ca ]
+default_ca = this
+[ this ]
+database = $d/index.txt
+crlnumber = $d/crlnumber
+certificate = $ca.crt
+private_key = $ca.key
+default_md = sha256
+default_crl_days = 825
+CNF
+  { openssl ca -batch -config "$d/ca.cnf" -gencrl -out "$3" &&
+    openssl ca -batch -config "$d/ca.cnf" -revoke "$cert" -crl_reason keyCompromise &&
+    openssl ca -batch -config "$d/ca.cnf" -gencrl -out "$4"; } 2>/dev/null \
+    || { echo "gen-certs: revoking $cert failed" >&2; exit 1; }
+  rm -rf "$d"
+}
+
 export PB_SAN="DNS:localhost"  # every config load needs it defined
-mkca ca "predbridge test CA"
-mkca untrusted-ca "untrusted test CA"
+if [ "$add_revocation" -eq 0 ]; then
+  mkca ca "predbridge test CA"
+  mkca untrusted-ca "untrusted test CA"
+
+  export PB_SAN="DNS:localhost,IP:127.0.0.1,DNS:kafka"
+  sign ca broker kafka-broker server now +825
+  keystore broker ca
+  sign untrusted-ca untrusted-broker kafka-broker server now +825
+  keystore untrusted-broker untrusted-ca
+  export PB_SAN="DNS:wrong.example.invalid"
+  sign ca badhost-broker kafka-broker server now +825
+  keystore badhost-broker ca
+  export PB_SAN="DNS:localhost"
+
+  for cn in predbridged predbridge-consumer admin; do
+    sign ca "$cn" "$cn" client now +825
+  done
+  sign untrusted-ca untrusted-client predbridged client now +825
+  sign ca expired-client predbridged client 20200101000000Z 20200201000000Z
+  sign ca notyet-client predbridged client 20990101000000Z 20990201000000Z
+  newkey mismatch-client.key
+  sign ca mismatch-client predbridged client now +825 .mismatch-signing.key
+  rm -f .mismatch-signing.key
+fi
 
 export PB_SAN="DNS:localhost,IP:127.0.0.1,DNS:kafka"
-sign ca broker kafka-broker server now +825
-keystore broker ca
-sign untrusted-ca untrusted-broker kafka-broker server now +825
-keystore untrusted-broker untrusted-ca
-export PB_SAN="DNS:wrong.example.invalid"
-sign ca badhost-broker kafka-broker server now +825
-keystore badhost-broker ca
-export PB_SAN="DNS:localhost"
-
-for cn in predbridged predbridge-consumer admin; do
-  sign ca "$cn" "$cn" client now +825
-done
-sign untrusted-ca untrusted-client predbridged client now +825
-sign ca expired-client predbridged client 20200101000000Z 20200201000000Z
-sign ca notyet-client predbridged client 20990101000000Z 20990201000000Z
-newkey mismatch-client.key
-sign ca mismatch-client predbridged client now +825 .mismatch-signing.key
-rm -f .mismatch-signing.key
+sign ca revoked-broker kafka-broker server now +825
+keystore revoked-broker ca
+revoke ca revoked-broker.crt empty.crl revoked.crl
 
 chmod 0600 ./*.key ./*.pem
-chmod 0644 ./*.crt
+chmod 0644 ./*.crt ./*.crl
 touch .complete
-echo "gen-certs: wrote test PKI to $(pwd) ($([ "$rsa" -eq 1 ] && echo 'RSA 3072' || echo 'EC P-256'))"
+if [ "$add_revocation" -eq 1 ]; then
+  echo "gen-certs: added revoked-broker.* and the CRLs to the existing test PKI in $(pwd)"
+else
+  echo "gen-certs: wrote test PKI to $(pwd) ($([ "$rsa" -eq 1 ] && echo 'RSA 3072' || echo 'EC P-256'))"
+fi

@@ -25,18 +25,22 @@ say() { printf 'kafka-local: %s\n' "$*"; }
 
 usage() {
   cat <<USAGE
-usage: kafka-local.sh start|stop|status|logs|jars
+usage: kafka-local.sh start|stop|pause|resume|status|logs|jars
 
-  start   generate test certificates, start the broker, create topic '$PB_TOPIC' and ACLs,
-          write \$PB_LOCAL_DIR/broker.env; returns once the broker answers over mTLS
+  start   generate test certificates, start the broker (listeners MTLS, TLS12, BADHOST, REVOKED),
+          create topic '$PB_TOPIC' and ACLs, write \$PB_LOCAL_DIR/broker.env; returns once the
+          broker answers over mTLS
   stop    stop the broker started by this script (pid file)
+  pause   stop the broker process but keep its data, ports and broker.env (an outage, for tests)
+  resume  start a paused broker again on the same ports and data
   status  say whether it runs, and where
   logs    print the broker log (tail -n \${N:-200})
   jars    resolve the Kafka $kafka_version jars from Maven Central into \$PB_KAFKA_CACHE
 
 Environment: PB_LOCAL_DIR (${PB_LOCAL_DIR}), PB_KAFKA_CACHE (${PB_KAFKA_CACHE}),
-PB_KAFKA_PORT, PB_KAFKA_TLS12_PORT, PB_KAFKA_BADHOST_PORT, PB_KAFKA_CONTROLLER_PORT (default: free ports),
-PB_KAFKA_HEAP ($PB_KAFKA_HEAP), PB_KAFKA_START_TIMEOUT seconds ($PB_KAFKA_START_TIMEOUT).
+PB_KAFKA_PORT, PB_KAFKA_TLS12_PORT, PB_KAFKA_BADHOST_PORT, PB_KAFKA_REVOKED_PORT,
+PB_KAFKA_CONTROLLER_PORT (default: free ports), PB_KAFKA_HEAP ($PB_KAFKA_HEAP),
+PB_KAFKA_START_TIMEOUT seconds ($PB_KAFKA_START_TIMEOUT).
 USAGE
 }
 
@@ -116,9 +120,9 @@ CONF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$PB_CONTROLLER_PORT
-listeners=MTLS://127.0.0.1:$PB_PORT,TLS12://127.0.0.1:$PB_TLS12_PORT,BADHOST://127.0.0.1:$PB_BADHOST_PORT,CONTROLLER://127.0.0.1:$PB_CONTROLLER_PORT
-advertised.listeners=MTLS://localhost:$PB_PORT,TLS12://localhost:$PB_TLS12_PORT,BADHOST://localhost:$PB_BADHOST_PORT
-listener.security.protocol.map=MTLS:SSL,TLS12:SSL,BADHOST:SSL,CONTROLLER:PLAINTEXT
+listeners=MTLS://127.0.0.1:$PB_PORT,TLS12://127.0.0.1:$PB_TLS12_PORT,BADHOST://127.0.0.1:$PB_BADHOST_PORT,REVOKED://127.0.0.1:$PB_REVOKED_PORT,CONTROLLER://127.0.0.1:$PB_CONTROLLER_PORT
+advertised.listeners=MTLS://localhost:$PB_PORT,TLS12://localhost:$PB_TLS12_PORT,BADHOST://localhost:$PB_BADHOST_PORT,REVOKED://localhost:$PB_REVOKED_PORT
+listener.security.protocol.map=MTLS:SSL,TLS12:SSL,BADHOST:SSL,REVOKED:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=MTLS
 controller.listener.names=CONTROLLER
 log.dirs=$state/data
@@ -143,6 +147,8 @@ CONF
     ssl_common mtls broker.pem TLSv1.3
     ssl_common tls12 broker.pem TLSv1.2
     ssl_common badhost badhost-broker.pem TLSv1.3
+    # A certificate valid in every way except that the CA revoked it (certs/revoked.crl lists it).
+    ssl_common revoked revoked-broker.pem TLSv1.3
   } >"$state/server.properties"
   cat >"$state/log4j2.properties" <<CONF
 status = warn
@@ -175,38 +181,9 @@ java_cmd() {
     -Dlog4j2.configurationFile="$state/log4j2.properties" -cp "$PB_KAFKA_CACHE/*" "$@"
 }
 
-start() {
-  if running; then
-    say "already running (pid $(cat "$pidfile")); see $envfile"
-    return 0
-  fi
-  command -v java >/dev/null || die "Java not found: run scripts/setup.sh (needs Java 17)"
-  jars
-  build_admin
-  "$here/gen-certs.sh" "$certs" >/dev/null
-  mkdir -p "$state"
-  rm -rf "$state/data"
-  taken=
-  PB_PORT=$(pick_port PB_KAFKA_PORT)
-  PB_TLS12_PORT=$(pick_port PB_KAFKA_TLS12_PORT)
-  PB_BADHOST_PORT=$(pick_port PB_KAFKA_BADHOST_PORT)
-  PB_CONTROLLER_PORT=$(pick_port PB_KAFKA_CONTROLLER_PORT)
-  write_config
-  local cid
-  # A random Kafka UUID (base64url); one starting with '-' would be read as an option by the tool.
-  cid=-
-  while [ "${cid#-}" != "$cid" ]; do
-    cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-  done
-  if ! java_cmd kafka.tools.StorageTool format -t "$cid" -c "$state/server.properties" \
-       >"$state/format.log" 2>&1; then
-    cat "$state/format.log" >&2
-    die "formatting KRaft storage failed"
-  fi
-  : >"$logfile"
-  say "starting Kafka $kafka_version on localhost:$PB_PORT (MTLS), :$PB_TLS12_PORT (TLS12), :$PB_BADHOST_PORT (BADHOST)"
-  # The process writes its own pid (the one java will keep through exec), so the pid file is right
-  # even if setsid had to fork; until then there is no broker process to watch.
+# Starts the java process on the configuration in $state and returns once it answers over mTLS
+# with the topic and ACLs in place (idempotent: an existing topic is kept).
+launch() {
   rm -f "$pidfile"
   setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0"; exec "$@" >>"'"$state/stdout.log"'" 2>&1 </dev/null' \
     "$pidfile" java -Xms128m -Xmx"$PB_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -240,13 +217,52 @@ start() {
     stop >/dev/null
     die "the broker did not answer over mTLS, or topic/ACL set-up failed"
   fi
+}
+
+start() {
+  if running; then
+    say "already running (pid $(cat "$pidfile")); see $envfile"
+    return 0
+  fi
+  command -v java >/dev/null || die "Java not found: run scripts/setup.sh (needs Java 17)"
+  jars
+  build_admin
+  "$here/gen-certs.sh" "$certs" >/dev/null
+  mkdir -p "$state"
+  rm -rf "$state/data"
+  taken=
+  PB_PORT=$(pick_port PB_KAFKA_PORT)
+  PB_TLS12_PORT=$(pick_port PB_KAFKA_TLS12_PORT)
+  PB_BADHOST_PORT=$(pick_port PB_KAFKA_BADHOST_PORT)
+  PB_REVOKED_PORT=$(pick_port PB_KAFKA_REVOKED_PORT)
+  PB_CONTROLLER_PORT=$(pick_port PB_KAFKA_CONTROLLER_PORT)
+  write_config
+  local cid
+  # A random Kafka UUID (base64url); one starting with '-' would be read as an option by the tool.
+  cid=-
+  while [ "${cid#-}" != "$cid" ]; do
+    cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
+  if ! java_cmd kafka.tools.StorageTool format -t "$cid" -c "$state/server.properties" \
+       >"$state/format.log" 2>&1; then
+    cat "$state/format.log" >&2
+    die "formatting KRaft storage failed"
+  fi
+  : >"$logfile"
+  say "starting Kafka $kafka_version on localhost:$PB_PORT (MTLS), :$PB_TLS12_PORT (TLS12), :$PB_BADHOST_PORT (BADHOST), :$PB_REVOKED_PORT (REVOKED)"
+  # The process writes its own pid (the one java will keep through exec), so the pid file is right
+  # even if setsid had to fork; until then there is no broker process to watch.
+  launch
   cat >"$envfile" <<ENV
 # Written by scripts/kafka-local.sh start; source it to find the local broker.
 PB_BOOTSTRAP=localhost:$PB_PORT
 PB_BOOTSTRAP_TLS12=localhost:$PB_TLS12_PORT
 PB_BOOTSTRAP_BADHOST=localhost:$PB_BADHOST_PORT
+PB_BOOTSTRAP_REVOKED=localhost:$PB_REVOKED_PORT
 PB_BOOTSTRAP_CONTROLLER=127.0.0.1:$PB_CONTROLLER_PORT
 PB_CERT_DIR=$certs
+PB_CRL_REVOKED=$certs/revoked.crl
+PB_CRL_EMPTY=$certs/empty.crl
 PB_TOPIC=$PB_TOPIC
 PB_KAFKA_PID=$(cat "$pidfile")
 PB_KAFKA_LOG=$logfile
@@ -277,6 +293,32 @@ stop() {
   say "stopped (pid $pid)"
 }
 
+# Stops the broker process but keeps its data, ports and broker.env: clients see an outage.
+pause() {
+  running || die "not running"
+  local pid; pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$(( SECONDS + 30 ))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { kill -KILL "$pid" 2>/dev/null || true; break; }
+    read -r -t 0.2 <> <(:) || true
+  done
+  rm -f "$pidfile"
+  say "paused (pid $pid stopped; data, ports and $envfile kept)"
+}
+
+# Starts a paused broker again on the same ports with the same data.
+resume() {
+  if running; then say "already running"; return 0; fi
+  [ -f "$envfile" ] && [ -f "$state/server.properties" ] || die "nothing to resume: no paused broker under $state"
+  PB_PORT=$(sed -n 's/^PB_BOOTSTRAP=localhost://p' "$envfile")
+  [ -n "$PB_PORT" ] || die "$envfile has no PB_BOOTSTRAP"
+  port_in_use "$PB_PORT" && die "port $PB_PORT is taken by another process; cannot resume"
+  launch
+  sed -i "s/^PB_KAFKA_PID=.*/PB_KAFKA_PID=$(cat "$pidfile")/" "$envfile"
+  say "resumed on localhost:$PB_PORT"
+}
+
 status() {
   if running; then
     say "running (pid $(cat "$pidfile"))"
@@ -291,6 +333,8 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  pause) pause ;;
+  resume) resume ;;
   logs) tail -n "${N:-200}" "$logfile" ;;
   jars) jars ;;
   -h|--help|help) usage ;;

@@ -28,7 +28,7 @@ export PB_BOOTSTRAP PB_CERT_DIR PB_TOPIC
 
 run="$repo/.local/quickstart"
 mkdir -p "$run"
-export PB_SOCKET="$run/predbridged.sock"
+export PB_SOCKET="$run/predbridged.sock" PB_SPOOL_DIR="$run/spool"
 daemon_pid=
 cleanup() { [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true; }
 trap cleanup EXIT

@@ -4,6 +4,7 @@
 
 #include <predbridge/error.h>
 #include <predbridge/export.h>
+#include <predbridge/log.h>
 
 #include <stddef.h>
 
@@ -15,8 +16,9 @@ extern "C" {
  * A configuration for pb_consumer_new. Keys and syntax are predbridged's (`key = value` properties,
  * ${ENV} expansion): bootstrap.servers, tls.ca, tls.cert + tls.key or tls.keystore, tls.pins, tls.crl,
  * tls.*_passphrase_file, message.max_bytes, message.required_fields, plus the consumer's own
- * group.id (required), topics, auto.offset.reset (earliest|latest), consumer.retry_backoff_ms,
- * consumer.commit_interval_ms, and kafka.<property> pass-through to librdkafka.
+ * log.level and log.format (for the log callback, below), group.id (required), topics,
+ * auto.offset.reset (earliest|latest), consumer.retry_backoff_ms, consumer.commit_interval_ms,
+ * consumer.dedup.window (see pb_consumer_t), and kafka.<property> pass-through to librdkafka.
  * Refused with PB_ERR_INSECURE: anything that would turn TLS or its verification off
  * (kafka.security.protocol, kafka.ssl.*, ...) or break the commit semantics
  * (kafka.enable.auto.commit, kafka.enable.auto.offset.store, ...).
@@ -41,6 +43,11 @@ PB_API pb_err_t pb_config_set(pb_config_t *conf, const char *key, const char *va
  * pb_config_set; errors name the file and line ("c.conf:7: key 'tls.ca': cannot read ..."). On error
  * conf is unchanged. Blocks on file I/O. */
 PB_API pb_err_t pb_config_load_file(pb_config_t *conf, const char *path, char *errstr, size_t errstr_size);
+
+/* Sets the function that receives the consumer's diagnostics (see predbridge/log.h), filtered by
+ * log.level and formatted by log.format; fn NULL (the default) logs nothing. opaque is passed to it.
+ * Returns PB_OK, or PB_ERR_INVALID_ARG for a NULL conf. */
+PB_API pb_err_t pb_config_set_log_fn(pb_config_t *conf, pb_log_fn fn, void *opaque);
 
 /* Frees conf. NULL is a no-op. */
 PB_API void pb_config_destroy(pb_config_t *conf);

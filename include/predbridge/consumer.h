@@ -6,6 +6,7 @@
 #include <predbridge/error.h>
 #include <predbridge/export.h>
 #include <predbridge/message.h>
+#include <predbridge/stats.h>
 
 #include <stddef.h>
 
@@ -36,13 +37,32 @@ typedef void (*pb_error_fn)(pb_err_t code, const char *cause, const pb_message_t
 /*
  * The consumer. Threading: pb_consumer_poll, pb_consumer_run, pb_consumer_close and
  * pb_consumer_destroy must be called from one thread at a time (normally one application thread);
- * both callbacks run on that thread, inside poll/run/close. pb_consumer_stop may be called from any
- * thread and from a signal handler. A callback may call pb_consumer_stop, never close or destroy.
+ * both callbacks run on that thread, inside poll/run/close, and so does the log function (see
+ * predbridge/log.h; also inside pb_consumer_new). pb_consumer_stop may be called from any thread
+ * and from a signal handler, pb_consumer_stats from any thread. A callback may call
+ * pb_consumer_stop and pb_consumer_stats, never close or destroy.
  * The application must call poll or run at least every max.poll.interval.ms (kafka.*, 300 s by
  * default), or the group considers it dead and moves its partitions.
  * Guarantees: at-least-once. An offset is committed only after on_prediction returned PB_COMMIT
  * (periodically, every consumer.commit_interval_ms, and synchronously in pb_consumer_close). Nothing
  * is delivered from a broker that did not pass verification (TLS 1.3, CA chain, host name, pins).
+ *
+ * Duplicate suppression (on by default): predbridged gives each prediction a unique id (header
+ * pb-id) and, after a crash, publishes again from its spool what the broker may already hold, so a
+ * topic can hold the same id twice. The consumer remembers the ids of the last consumer.dedup.window
+ * predictions it handled (default 100000, over all its partitions together; 0 turns this off), and a
+ * valid prediction whose id is among them is not handed to on_prediction: it is committed like a
+ * processed one (never redelivered) and counted (PB_STAT_DUPLICATES). Precisely:
+ *  - an id is remembered once on_prediction returned PB_COMMIT for it; after PB_RETRY it is not,
+ *    so the redelivery of a retried message is delivered, never taken for its own duplicate;
+ *  - records without a pb-id (or with one longer than 55 bytes) are never suppressed; records that
+ *    are not valid predictions are skipped as PB_ERR_PARSE whatever their id;
+ *  - the window belongs to this consumer instance and lives in memory (64-96 bytes per id,
+ *    allocated in pb_consumer_new). Copies consumed by different instances (another process of the
+ *    group after a rebalance, or a restart) are both delivered. predbridged's message.key_field puts
+ *    both copies in the same partition, hence the same consumer;
+ *  - a partition rewound on purpose (offsets reset to re-process) is suppressed too while its ids
+ *    are in the window: set consumer.dedup.window = 0 for such a replay.
  */
 typedef struct pb_consumer pb_consumer_t;
 
@@ -73,6 +93,15 @@ PB_API void pb_consumer_stop(pb_consumer_t *c);
  * NULL). Messages fetched but not yet delivered are not committed. Afterwards only
  * pb_consumer_destroy is valid. */
 PB_API pb_err_t pb_consumer_close(pb_consumer_t *c, char *errstr, size_t errstr_size);
+
+/* A snapshot of c's counters and per-partition lag (predbridge/stats.h), which the caller frees with
+ * pb_stats_destroy; NULL for a NULL c or when out of memory. Thread-safe: may be called from any
+ * thread at any time between pb_consumer_new and pb_consumer_destroy, also during poll/run/close and
+ * inside the callbacks. Every counter is read atomically; a snapshot taken while another thread
+ * dispatches may show a record in one counter and not yet in the next (received before delivered),
+ * one taken on the dispatching thread between polls, or after close, is consistent. Does not block
+ * on the network (a short mutex guards the lag table); allocates. */
+PB_API pb_stats_t *pb_consumer_stats(pb_consumer_t *c);
 
 /* Frees the consumer. Without a prior pb_consumer_close it behaves like a crash as far as the group
  * is concerned: nothing more is committed, and what was delivered since the last periodic commit is

@@ -6,7 +6,9 @@
 #include <predbridge/consumer.h>
 #include <predbridge/error.h>
 #include <predbridge/export.h>
+#include <predbridge/log.h>
 #include <predbridge/message.h>
+#include <predbridge/stats.h>
 #include <predbridge/version.h>
 
 #endif

@@ -605,12 +605,18 @@ static void check_broker(report_t *r, SSL_CTX *ctx, const pbd_config_t *cfg, con
             item(r, "fail", "tls", "TLS handshake failed before the broker showed a certificate: %s", err);
         goto out;
     }
-    if (p.verify_err)
+    const char *crl_hint = p.verify_err ? pbtls_crl_hint(p.verify_err) : NULL;
+    if (crl_hint)
+        item(r, "fail", "tls.crl",
+             "broker certificate refused by tls.crl '%s': %s (certificate '%s' at depth %d)%s", cfg->tls.crl,
+             X509_verify_cert_error_string(p.verify_err), p.verify_cert, p.verify_depth, crl_hint);
+    else if (p.verify_err)
         item(r, "fail", "tls.chain",
              "broker certificate does not verify against tls.ca '%s': %s (certificate '%s' at depth %d)",
              cfg->tls.ca, X509_verify_cert_error_string(p.verify_err), p.verify_cert, p.verify_depth);
     else if (p.chain_ok_seen)
-        item(r, "ok", "tls.chain", "broker certificate chain verifies against tls.ca");
+        item(r, "ok", "tls.chain", "broker certificate chain verifies against tls.ca%s",
+             cfg->tls.crl ? "; tls.crl does not revoke it" : "");
     if (p.host_mismatch) {
         pbtls_cert_info_t leaf = {0};
         if (p.chain && sk_X509_num(p.chain) > 0) describe_x509(sk_X509_value(p.chain, 0), &leaf);
@@ -656,9 +662,17 @@ static SSL_CTX *make_ctx(report_t *r, const pbd_config_t *cfg) {
         SSL_CTX_free(ctx);
         return NULL;
     }
+    /* As librdkafka does with ssl.crl.location: the file joins the store, and the broker's own
+     * certificate (not the rest of its chain) must be covered by a CRL and not be revoked. */
     if (cfg->tls.crl) {
         X509_STORE *st = SSL_CTX_get_cert_store(ctx);
-        if (X509_STORE_load_file(st, cfg->tls.crl) == 1) X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+        if (X509_STORE_load_file(st, cfg->tls.crl) != 1 ||
+            X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK) != 1) {
+            item(r, "fail", "tls.setup", "tls.crl '%s': OpenSSL cannot load it", cfg->tls.crl);
+            SSL_CTX_free(ctx);
+            ERR_clear_error();
+            return NULL;
+        }
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
     if (pbtls_ssl_ctx_use_material(ctx, &cfg->tls, err, sizeof err) != 0)

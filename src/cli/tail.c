@@ -19,7 +19,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: predbridge tail [--config FILE] [--group ID] [--from-beginning] [--max N] [--metadata]\n"
-            "                       [-o key=value]...\n"
+            "                       [--stats] [--log] [-o key=value]...\n"
             "\n"
             "Consumes predictions from Kafka over mTLS, verifying the broker exactly as predbridged does\n"
             "(TLS 1.3, CA, host name, pins), and prints each valid one as a JSON line on standard output.\n"
@@ -33,6 +33,10 @@ static void usage(FILE *f) {
             "  -n, --max N           exit after N predictions\n"
             "  -m, --metadata        print {\"topic\",\"partition\",\"offset\",\"timestamp_ms\",\"id\",\n"
             "                        \"producer\",\"key\",\"record\"} instead of the bare record\n"
+            "  -s, --stats           at exit, print the consumer's counters and lag per partition as one\n"
+            "                        JSON object on standard error\n"
+            "  -l, --log             write the library's diagnostics to standard error, as log.format and\n"
+            "                        log.level say (e.g. -o log.format=json -o log.level=debug)\n"
             "  -o key=value          set a configuration key (after the file)\n"
             "  -h, --help            this text\n"
             "\n"
@@ -44,7 +48,7 @@ static void usage(FILE *f) {
 
 typedef struct tail {
     pb_consumer_t *consumer;
-    int metadata;
+    int metadata, stats, log;
     long max, printed;
     int failed;
 } tail_t;
@@ -124,6 +128,44 @@ static void on_error(pb_err_t code, const char *cause, const pb_message_t *msg, 
     }
 }
 
+/* --log: one line per write(2), so lines from different sources never interleave mid-line. */
+static void on_log(pb_log_level_t level, const char *event, const char *line, void *opaque) {
+    (void)level, (void)event, (void)opaque;
+    size_t n = strlen(line);
+    char buf[4200];
+    if (n >= sizeof buf) n = sizeof buf - 1;
+    memcpy(buf, line, n);
+    buf[n] = '\n';
+    ssize_t w = write(STDERR_FILENO, buf, n + 1);
+    (void)w;
+}
+
+/* --stats: {"received":N,...,"partitions":[{"topic":"t","partition":0,"lag":0},...]} on stderr. */
+static void print_stats(pb_consumer_t *c) {
+    pb_stats_t *st = pb_consumer_stats(c);
+    json_t *o = json_object(), *parts = json_array();
+    if (!st || !o || !parts) goto out;
+    for (int i = 0; pb_stat_name((pb_stat_t)i); i++)
+        json_object_set_new(o, pb_stat_name((pb_stat_t)i),
+                            json_integer((json_int_t)pb_stats_get(st, (pb_stat_t)i)));
+    for (size_t i = 0; i < pb_stats_partition_count(st); i++) {
+        const char *topic;
+        int32_t partition;
+        int64_t lag;
+        if (pb_stats_partition_at(st, i, &topic, &partition, &lag) != PB_OK) break;
+        json_array_append_new(parts, json_pack("{s:s, s:i, s:I}", "topic", topic, "partition", (int)partition,
+                                               "lag", (json_int_t)lag));
+    }
+    json_object_set(o, "partitions", parts);
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text) fprintf(stderr, "%s\n", text);
+    free(text);
+out:
+    json_decref(parts);
+    json_decref(o);
+    pb_stats_destroy(st);
+}
+
 static int set_or_fail(pb_config_t *conf, const char *key, const char *value) {
     char err[1024];
     if (pb_config_set(conf, key, value, err, sizeof err) == PB_OK) return 0;
@@ -162,6 +204,7 @@ int pbcli_tail(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"group", required_argument, NULL, 'g'},
         {"from-beginning", no_argument, NULL, 'b'}, {"max", required_argument, NULL, 'n'},
         {"metadata", no_argument, NULL, 'm'},       {"help", no_argument, NULL, 'h'},
+        {"stats", no_argument, NULL, 's'},          {"log", no_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
     };
     const char *path = getenv("PREDBRIDGE_CONSUMER_CONFIG"), *group = NULL;
@@ -172,13 +215,15 @@ int pbcli_tail(int argc, char **argv) {
     if (!sets) return 1;
     if (!path || !*path) path = DEFAULT_CONFIG;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:g:bn:mo:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:g:bn:mslo:h", opts, NULL)) != -1) {
         char *end;
         switch (c) {
         case 'c': path = optarg; break;
         case 'g': group = optarg; break;
         case 'b': from_beginning = 1; break;
         case 'm': t.metadata = 1; break;
+        case 's': t.stats = 1; break;
+        case 'l': t.log = 1; break;
         case 'o': sets[n_sets++] = optarg; break;
         case 'n':
             errno = 0;
@@ -201,6 +246,7 @@ int pbcli_tail(int argc, char **argv) {
     }
     if (!(conf = pb_config_new())) goto out;
     if (build_config(conf, path, group, from_beginning, sets, n_sets) != 0) goto out;
+    if (t.log) pb_config_set_log_fn(conf, on_log, NULL);
     t.consumer = pb_consumer_new(conf, on_prediction, on_error, &t, err, sizeof err);
     if (!t.consumer) {
         fprintf(stderr, "predbridge tail: %s\n", err);
@@ -220,6 +266,7 @@ int pbcli_tail(int argc, char **argv) {
         fprintf(stderr, "predbridge tail: %s\n", err);
         t.failed = 1;
     }
+    if (t.stats) print_stats(t.consumer);
     rc = t.failed ? 1 : 0;
 out:
     g_consumer = NULL;

@@ -58,10 +58,12 @@ _Static_assert(PBLOG_ERROR == 0 && PBLOG_WARN == 1 && PBLOG_INFO == 2 && PBLOG_D
                "log.level choices are listed in pblog_level_t order");
 _Static_assert(PBLOG_TEXT == 0 && PBLOG_JSON == 1, "log.format choices are listed in pblog_format_t order");
 
+static const char *const pbconf_fsyncs[] = {"always", "interval", "never", NULL};
 static const char *const pbconf_compressions[] = {"none", "gzip", "snappy", "lz4", "zstd", NULL};
 static const char *const pbconf_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const pbconf_formats[] = {"text", "json", NULL};
 static const char *const pbconf_offset_resets[] = {"earliest", "latest", NULL};
+static const char *const pbconf_booleans[] = {"true", "false", NULL};
 
 static void pbconf_store_level(pbd_config_t *cfg, size_t i) {
     cfg->log_level = (pblog_level_t)i;
@@ -69,6 +71,10 @@ static void pbconf_store_level(pbd_config_t *cfg, size_t i) {
 
 static void pbconf_store_format(pbd_config_t *cfg, size_t i) {
     cfg->log_format = (pblog_format_t)i;
+}
+
+static void pbconf_store_tls_watch(pbd_config_t *cfg, size_t i) {
+    cfg->tls_watch = i == 0;
 }
 
 void pbconf_why(char *why, size_t size, const char *fmt, ...) {
@@ -179,6 +185,15 @@ static const pbconf_key_t pbconf_keys[] = {
     {.name = "tls.expiry.warn_days", .type = PBCONF_INT, .flags = PBCONF_SHARED, .def = "30", .min = 0, .max = 3650,
      .off = PBCONF_OFF(tls.expiry_warn_days),
      .doc = "Warn when the client certificate or CA expires within this many days."},
+    {.name = "tls.watch", .type = PBCONF_ENUM, .def = "true", .choices = pbconf_booleans,
+     .store_choice = pbconf_store_tls_watch,
+     .doc = "Reload the TLS files (tls.ca, tls.cert, tls.key, tls.keystore, tls.crl and passphrase files) "
+            "when they change: replaced by rename, rewritten, or swapped by a Kubernetes secret volume. "
+            "SIGHUP reloads them either way."},
+    {.name = "tls.watch_debounce_ms", .type = PBCONF_INT, .def = "500", .min = 0, .max = 60000,
+     .off = PBCONF_OFF(tls_watch_debounce_ms),
+     .doc = "How long the TLS files must stay unchanged before a reload, in milliseconds, so a "
+            "certificate and its key replaced one after the other are loaded together."},
     {.name = "message.max_bytes", .type = PBCONF_SIZE, .flags = PBCONF_SHARED, .def = "1048576", .min = 64, .max = 16777216,
      .off = PBCONF_OFF(max_message_bytes),
      .doc = "Longest accepted prediction line; longer ones are rejected."},
@@ -194,10 +209,29 @@ static const pbconf_key_t pbconf_keys[] = {
      .off = PBCONF_OFF(flush_timeout_ms),
      .doc = "On shutdown, how long to wait for the broker to acknowledge what is in flight; "
             "what is left is logged as undelivered."},
-    {.name = "log.level", .type = PBCONF_ENUM, .def = "info", .choices = pbconf_levels,
+    {.name = "spool.dir", .type = PBCONF_STRING, .def = "/var/lib/predbridge/spool", .off = PBCONF_OFF(spool_dir),
+     .doc = "Directory of the on-disk spool: every accepted prediction is written here before it is "
+            "acknowledged, and kept until the broker has it. Created (mode 0700) if missing; one daemon per directory."},
+    {.name = "spool.fsync", .type = PBCONF_ENUM, .def = "interval", .choices = pbconf_fsyncs, .off = PBCONF_OFF(spool_fsync),
+     .doc = "When spooled records reach the disk: always (fdatasync before each batch is acknowledged), "
+            "interval (fdatasync every spool.fsync_interval_ms on a background thread; accepted acknowledgements "
+            "wait for it) or never (the page cache: survives a crash of the daemon, not of the machine)."},
+    {.name = "spool.fsync_interval_ms", .type = PBCONF_INT, .def = "20", .min = 1, .max = 10000,
+     .off = PBCONF_OFF(spool_fsync_interval_ms), .doc = "Group-commit interval of spool.fsync = interval, in milliseconds."},
+    {.name = "spool.max_bytes", .type = PBCONF_SIZE, .def = "1024m", .min = 65536, .max = (long long)1 << 40,
+     .off = PBCONF_OFF(spool_max_bytes),
+     .doc = "Bound on the spool's size; when it is reached, writers are held back (reading pauses) until the "
+            "broker takes records. Nothing is dropped."},
+    {.name = "spool.segment_bytes", .type = PBCONF_SIZE, .def = "64m", .min = 4096, .max = (long long)1 << 32,
+     .off = PBCONF_OFF(spool_segment_bytes),
+     .doc = "Size of one spool file; a file is deleted once all its records are delivered "
+            "(at most a quarter of spool.max_bytes is used)."},
+    {.name = "log.level", .type = PBCONF_ENUM, .flags = PBCONF_SHARED, .def = "info", .choices = pbconf_levels,
      .store_choice = pbconf_store_level, .doc = "Least severe level that is logged."},
-    {.name = "log.format", .type = PBCONF_ENUM, .def = "text", .choices = pbconf_formats,
-     .store_choice = pbconf_store_format, .doc = "Log lines as text or as JSON objects, on stderr."},
+    {.name = "log.format", .type = PBCONF_ENUM, .flags = PBCONF_SHARED, .def = "text", .choices = pbconf_formats,
+     .store_choice = pbconf_store_format,
+     .doc = "Log lines as text or as JSON objects: predbridged's on stderr, libpredbridge's to the "
+            "application's log callback (pb_config_set_log_fn)."},
     {.name = "http.listen", .type = PBCONF_STRING, .off = PBCONF_OFF(http_listen), .check = pbconf_check_http_listen,
      .doc = "Address of the HTTP endpoint for /metrics (Prometheus), /healthz and /readyz; unset: off. "
             "host:port on loopback only (127.0.0.0/8, localhost or [::1]), since it has no authentication; "
@@ -215,6 +249,10 @@ static const pbconf_key_t pbconf_keys[] = {
     {.name = "consumer.commit_interval_ms", .type = PBCONF_INT, .flags = PBCONF_CONSUMER, .def = "1000",
      .min = 10, .max = 60000, .off = PBCONF_OFF(commit_interval_ms),
      .doc = "How often processed offsets are committed (batched); close commits the rest synchronously."},
+    {.name = "consumer.dedup.window", .type = PBCONF_INT, .flags = PBCONF_CONSUMER, .def = "100000", .min = 0,
+     .max = 10000000, .off = PBCONF_OFF(dedup_window),
+     .doc = "How many of the most recent pb-ids (over all partitions of this consumer) are remembered to drop "
+            "a record published twice; 64-96 bytes each; 0: no duplicate suppression."},
 };
 /* clang-format on */
 
@@ -768,6 +806,8 @@ void pbd_config_free(pbd_config_t *cfg) {
     pbconf_free_strings(cfg->required_fields, cfg->n_required_fields);
     free(cfg->key_field);
     free(cfg->compression);
+    free(cfg->spool_dir);
+    free(cfg->spool_fsync);
     free(cfg->http_listen);
     free(cfg->group_id);
     pbconf_free_strings(cfg->topics, cfg->n_topics);

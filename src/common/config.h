@@ -38,6 +38,8 @@ typedef struct pbd_config {
     /* tls.* : the string fields of tls point into storage owned by this struct */
     pbtls_settings_t tls;
     char *tls_strings[7];       /* owned storage behind tls.ca ... tls.crl */
+    int tls_watch;              /* tls.watch: reload when the TLS files change, default true */
+    int tls_watch_debounce_ms;  /* tls.watch_debounce_ms: quiet time before reloading, default 500 */
 
     /* message.* */
     size_t max_message_bytes;   /* message.max_bytes, default 1048576, 64..16777216 */
@@ -49,6 +51,13 @@ typedef struct pbd_config {
     char *compression;          /* producer.compression: none|gzip|snappy|lz4|zstd, default lz4 */
     int linger_ms;              /* producer.linger_ms, default 5, 0..10000 */
     int flush_timeout_ms;       /* producer.flush_timeout_ms (on shutdown), default 30000 */
+
+    /* spool.* */
+    char *spool_dir;            /* spool.dir, default /var/lib/predbridge/spool */
+    char *spool_fsync;          /* spool.fsync: always|interval|never, default interval */
+    int spool_fsync_interval_ms; /* spool.fsync_interval_ms, default 20 */
+    size_t spool_max_bytes;     /* spool.max_bytes, default 1 GiB */
+    size_t spool_segment_bytes; /* spool.segment_bytes, default 64 MiB */
 
     /* log.* */
     pblog_level_t log_level;    /* log.level: error|warn|info|debug, default info */
@@ -67,6 +76,7 @@ typedef struct pbd_config {
     char *auto_offset_reset;    /* auto.offset.reset: earliest|latest, default earliest */
     int retry_backoff_ms;       /* consumer.retry_backoff_ms, default 1000 */
     int commit_interval_ms;     /* consumer.commit_interval_ms, default 1000 */
+    int dedup_window;           /* consumer.dedup.window: recent pb-ids remembered, default 100000; 0: off */
 } pbd_config_t;
 
 /* Which program a config is for: the shared keys (bootstrap.servers, tls.*, message.max_bytes,
@@ -90,7 +100,7 @@ __attribute__((warn_unused_result)) pb_err_t pbd_config_load_ex(pbd_config_t *cf
                                                                 char *errstr, size_t errstr_size);
 
 /* As pbd_config_load_ex for either scope. The consumer scope knows group.id, topics,
- * auto.offset.reset and consumer.*, not socket.*, topic, producer.* or log.*, and also refuses
+ * auto.offset.reset, consumer.* and log.*, not socket.*, topic or producer.*, and also refuses
  * kafka.* properties that would break the consumer's commit semantics (enable.auto.commit,
  * enable.auto.offset.store, ...) with PB_ERR_INSECURE. */
 __attribute__((warn_unused_result)) pb_err_t pbconf_load_scoped(pbd_config_t *cfg, const props_t *props,

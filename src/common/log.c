@@ -1,4 +1,5 @@
-/* log.c: leveled logging as text or JSON lines to stderr, one write(2) per line. */
+/* log.c: leveled logging as text or JSON lines: the one line format of predbridged (to stderr, one
+ * write(2) per line) and of libpredbridge (to the application's callback). */
 #include "common/log.h"
 
 #include <stdio.h>
@@ -44,52 +45,139 @@ int pblog_format_parse(const char *s, pblog_format_t *out) {
     return 0;
 }
 
-/* Appends s to buf as JSON string content (without quotes). Returns the new length. */
-static size_t json_escape(char *buf, size_t len, size_t cap, const char *s) {
-    for (; *s && len + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[len++] = '\\';
-            buf[len++] = (char)c;
-        } else if (c == '\n') {
-            buf[len++] = '\\';
-            buf[len++] = 'n';
-        } else if (c < 0x20) {
-            len += (size_t)snprintf(buf + len, cap - len, "\\u%04x", c);
+const char *pblog_level_name(pblog_level_t level) {
+    return (unsigned)level < 4 ? level_names[level] : "info";
+}
+
+/* A line being built. Every append keeps PBLOG_TAIL bytes free for what closes the line: the quote
+ * of a cut string, '}', '\n' and the NUL. */
+#define PBLOG_TAIL 4
+typedef struct pblog_buf {
+    char *p;
+    size_t cap, len;
+} pblog_buf_t;
+
+static int buf_put(pblog_buf_t *b, const char *s, size_t n) {
+    if (b->len + n + PBLOG_TAIL > b->cap) return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, surrogates or values past
+ * U+10FFFF), or 0 if there is none. */
+static size_t utf8_seq(const unsigned char *s) {
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    if (n && (s[1] < lo || s[1] > hi)) return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
+/* Appends s as JSON string content, whole characters only. Returns -1 if it had to stop early. */
+static int buf_put_escaped(pblog_buf_t *b, const char *str) {
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        char esc[8];
+        const char *out = esc;
+        size_t n = utf8_seq(s), used = n ? n : 1;
+        if (*s == '"' || *s == '\\') {
+            esc[0] = '\\', esc[1] = (char)*s, n = 2;
+        } else if (*s == '\n') {
+            memcpy(esc, "\\n", 2), n = 2;
+        } else if (*s < 0x20) {
+            n = (size_t)snprintf(esc, sizeof esc, "\\u%04x", *s);
+        } else if (n == 0) {
+            memcpy(esc, "\\ufffd", 6), n = 6;
         } else {
-            buf[len++] = (char)c;
+            out = (const char *)s;
         }
+        if (buf_put(b, out, n) != 0) return -1;
+        s += used;
     }
+    return 0;
+}
+
+/* Appends `,"key":"value"` (or a number when str is NULL), whole or not at all. */
+static void buf_member(pblog_buf_t *b, const char *key, const char *str, long long num) {
+    size_t mark = b->len;
+    char digits[32];
+    int ok = buf_put(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1) == 0 && buf_put_escaped(b, key) == 0;
+    if (ok && str)
+        ok = buf_put(b, "\":\"", 3) == 0 && buf_put_escaped(b, str) == 0 && buf_put(b, "\"", 1) == 0;
+    else if (ok)
+        ok = buf_put(b, "\":", 2) == 0 &&
+             buf_put(b, digits, (size_t)snprintf(digits, sizeof digits, "%lld", num)) == 0;
+    if (!ok) b->len = mark;
+}
+
+static size_t format_json(pblog_buf_t *b, const char *ts, pblog_level_t level, const char *program,
+                          const char *event, const pblog_field_t *fields, size_t n_fields, const char *msg) {
+    b->p[b->len++] = '{';
+    buf_member(b, "time", ts, 0);
+    buf_member(b, "level", pblog_level_name(level), 0);
+    buf_member(b, "program", program, 0);
+    buf_member(b, "event", event, 0);
+    for (size_t i = 0; i < n_fields; i++)
+        if (fields[i].key) buf_member(b, fields[i].key, fields[i].str, fields[i].num);
+    /* msg comes last and is cut rather than dropped: the tail has room for its closing quote. */
+    size_t mark = b->len;
+    if (buf_put(b, b->len > 1 ? ",\"msg\":\"" : "\"msg\":\"", b->len > 1 ? 8 : 7) == 0) {
+        (void)buf_put_escaped(b, msg); /* cut at a character if need be */
+        b->p[b->len++] = '"';
+    } else {
+        b->len = mark;
+    }
+    b->p[b->len++] = '}';
+    b->p[b->len++] = '\n';
+    b->p[b->len] = '\0';
+    return b->len;
+}
+
+static size_t format_text(pblog_buf_t *b, const char *ts, pblog_level_t level, const char *program,
+                          const char *event, const pblog_field_t *fields, size_t n_fields, const char *msg) {
+    size_t cap = b->cap - 1; /* room for the newline */
+    int w = snprintf(b->p, cap, "%s %s %s[%d] %s: %s", ts, pblog_level_name(level), program, (int)getpid(),
+                     event, msg);
+    size_t len = w < 0 ? 0 : (size_t)w >= cap ? cap - 1 : (size_t)w;
+    for (size_t i = 0; i < n_fields && len < cap - 1; i++) {
+        if (!fields[i].key) continue;
+        w = fields[i].str ? snprintf(b->p + len, cap - len, " %s=%s", fields[i].key, fields[i].str)
+                          : snprintf(b->p + len, cap - len, " %s=%lld", fields[i].key, fields[i].num);
+        len = w < 0 ? len : len + (size_t)w >= cap ? cap - 1 : len + (size_t)w;
+    }
+    b->p[len++] = '\n';
+    b->p[len] = '\0';
     return len;
 }
 
-void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) {
-    if (level > g_level) return;
-    char msg[2048], line[4608], ts[40];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+size_t pblog_format(char *line, size_t cap, pblog_format_t format, pblog_level_t level, const char *program,
+                    const char *event, const pblog_field_t *fields, size_t n_fields, const char *msg) {
+    char ts[40];
+    if (!line || cap < 64) return 0;
     struct timespec now;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof ts - n, ".%03ldZ", now.tv_nsec / 1000000);
-    size_t len;
-    if (g_format == PBLOG_JSON) {
-        len = (size_t)snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"program\":\"%s\",\"event\":\"", ts,
-                               level_names[level], g_program);
-        len = json_escape(line, len, sizeof line, event);
-        len += (size_t)snprintf(line + len, sizeof line - len, "\",\"msg\":\"");
-        len = json_escape(line, len, sizeof line, msg);
-        if (len + 3 > sizeof line) len = sizeof line - 3;
-        line[len++] = '"';
-        line[len++] = '}';
-        line[len++] = '\n';
-    } else {
-        int w = snprintf(line, sizeof line, "%s %s %s[%d] %s: %s\n", ts, level_names[level], g_program, (int)getpid(),
-                         event, msg);
-        len = w < 0 ? 0 : (size_t)w >= sizeof line ? sizeof line - 1 : (size_t)w;
-        if (len == sizeof line - 1) line[len - 1] = '\n';
-    }
+    pblog_buf_t b = {.p = line, .cap = cap, .len = 0};
+    if (!program) program = "";
+    if (!event) event = "";
+    if (!msg) msg = "";
+    if (format == PBLOG_JSON) return format_json(&b, ts, level, program, event, fields, n_fields, msg);
+    return format_text(&b, ts, level, program, event, fields, n_fields, msg);
+}
+
+void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) {
+    if (level > g_level) return;
+    char msg[2048], line[4608];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t len = pblog_format(line, sizeof line, g_format, level, g_program, event, NULL, 0, msg);
     ssize_t r = write(STDERR_FILENO, line, len);
     (void)r;
 }

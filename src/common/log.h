@@ -3,6 +3,7 @@
 #define PB_COMMON_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum { PBLOG_ERROR = 0, PBLOG_WARN = 1, PBLOG_INFO = 2, PBLOG_DEBUG = 3 } pblog_level_t;
 typedef enum { PBLOG_TEXT = 0, PBLOG_JSON = 1 } pblog_format_t;
@@ -15,6 +16,27 @@ pblog_level_t pblog_level(void);
  * Thread-safe: one write(2) per line. */
 void pblog(pblog_level_t level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+
+/* A structured field of a log line: a string (str != NULL) or an integer (num). Never a secret or
+ * a payload. */
+typedef struct pblog_field {
+    const char *key;
+    const char *str;
+    long long num;
+} pblog_field_t;
+
+/*
+ * Formats one line, newline included, into line[cap] (cap >= 64) and returns its length. JSON:
+ * {"time","level","program","event", the fields in order, "msg"}, always a valid JSON object with
+ * valid UTF-8 (invalid bytes become U+FFFD; what does not fit is cut from the end of msg, or a field
+ * is dropped whole). Text: "time level program[pid] event: msg key=value...". Pure but for the
+ * clock and pid.
+ */
+size_t pblog_format(char *line, size_t cap, pblog_format_t format, pblog_level_t level, const char *program,
+                    const char *event, const pblog_field_t *fields, size_t n_fields, const char *msg);
+
+/* "error", "warn", "info" or "debug". */
+const char *pblog_level_name(pblog_level_t level);
 
 int pblog_level_parse(const char *s, pblog_level_t *out);
 int pblog_format_parse(const char *s, pblog_format_t *out);

@@ -100,6 +100,11 @@ __attribute__((warn_unused_result)) int pbtls_ssl_ctx_use_material(struct ssl_ct
 /* Describes a DER or PEM certificate (no validation). Returns 0 or -1. */
 int pbtls_describe_der(const unsigned char *der, size_t len, pbtls_cert_info_t *info);
 
+/* What to do about an OpenSSL verification error that comes from tls.crl (the broker's certificate is
+ * revoked, tls.crl has no CRL of its CA, or that CRL is out of date or unusable): a hint beginning with
+ * "; ", or NULL for any other error. */
+const char *pbtls_crl_hint(int x509_error);
+
 /* Formats t as "2025-01-31 12:00:00 UTC" (the form every message of this module uses). */
 void pbtls_format_time(time_t t, char *out, size_t out_size);
 

@@ -392,6 +392,33 @@ static int is_trust_error(int err) {
            err == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || err == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE;
 }
 
+/* librdkafka sets X509_V_FLAG_CRL_CHECK (not _ALL) for ssl.crl.location: only the broker's own
+ * certificate is looked up, and it needs a CRL from its issuer. */
+const char *pbtls_crl_hint(int x509_error) {
+    switch (x509_error) {
+    case X509_V_ERR_CERT_REVOKED:
+        return "; tls.crl lists it as revoked by its CA: the broker needs a new certificate";
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        return "; tls.crl holds no CRL from the CA that issued it, and with tls.crl set the broker's "
+               "certificate must be covered: add that CA's CRL";
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+        return "; the CRL in tls.crl is past its next update: replace it with the CA's current CRL";
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+        return "; the CRL in tls.crl is not valid yet: check this machine's clock";
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
+        return "; the CRL in tls.crl cannot be used (not signed by the CA it names, or malformed): "
+               "replace it with the CA's current CRL";
+    default:
+        return NULL;
+    }
+}
+
 /* "<reason> (certificate 'S' issued by 'I' at depth N[, valid ...])[hint]" for a failed verification. */
 void pbtlsi_verify_error_text(int err, int depth, X509 *cur, const char *trust_hint, char *out, size_t size) {
     char subj[512] = "?", iss[512] = "?", dates[120] = "";
@@ -404,9 +431,9 @@ void pbtlsi_verify_error_text(int err, int depth, X509 *cur, const char *trust_h
             validity(cur, dates + 2, sizeof dates - 2);
         }
     }
+    const char *hint = is_trust_error(err) ? trust_hint : pbtls_crl_hint(err);
     snprintf(out, size, "%s (certificate '%s' issued by '%s' at depth %d%s)%s",
-             X509_verify_cert_error_string(err), subj, iss, depth, dates,
-             is_trust_error(err) ? trust_hint : "");
+             X509_verify_cert_error_string(err), subj, iss, depth, dates, hint ? hint : "");
 }
 
 static void warn_expiry(const char *what, time_t not_after, time_t now, int days, pbtls_warn_fn warn,

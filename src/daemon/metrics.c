@@ -22,6 +22,7 @@ struct pbm_metrics {
     atomic_ullong received, accepted, delivered, refused_peers, connections_total, pauses;
     atomic_ullong rejected[PBM_REJ_N], failed[PBM_FAIL_N], tls_failures[PBM_TLS_N];
     atomic_ullong authentication_failures, authorization_failures;
+    atomic_ullong tls_reloads[2]; /* [0] ok, [1] failed */
     atomic_llong in_flight, connections;
     atomic_llong client_not_after, ca_not_after;
     atomic_llong heartbeat_ms;
@@ -29,6 +30,9 @@ struct pbm_metrics {
     atomic_int fatal; /* the producer failed for good: never ready again */
     atomic_int have_stats;
     atomic_llong queue_messages, queue_bytes;
+    atomic_llong spool_bytes, spool_records;
+    atomic_int spool_full;
+    atomic_ullong spool_set_aside;
     pthread_mutex_t lock; /* guards brokers, n_brokers, reason */
     pbm_broker_t brokers[PBM_MAX_BROKERS];
     size_t n_brokers;
@@ -41,6 +45,7 @@ static const char *const fail_names[PBM_FAIL_N] = {"purged",        "too_large",
                                                    "unknown_topic", "fatal",     "other"};
 static const char *const tls_names[PBM_TLS_N] = {
     "protocol_version", "certificate_verify", "hostname", "pin", "client_cert_refused", "other"};
+static const char *const reload_names[2] = {"ok", "failed"};
 
 pbm_metrics_t *pbm_new(void) {
     pbm_metrics_t *m = calloc(1, sizeof *m);
@@ -121,6 +126,18 @@ void pbm_paused(pbm_metrics_t *m) {
     INC(m->pauses);
 }
 
+void pbm_replaying(pbm_metrics_t *m, unsigned long long records) {
+    atomic_fetch_add_explicit(&m->in_flight, (long long)records, memory_order_relaxed);
+}
+
+void pbm_set_spool(pbm_metrics_t *m, unsigned long long bytes, unsigned long long records, int full,
+                   unsigned long long set_aside) {
+    atomic_store(&m->spool_bytes, (long long)bytes);
+    atomic_store(&m->spool_records, (long long)records);
+    atomic_store(&m->spool_set_aside, set_aside);
+    atomic_store(&m->spool_full, full);
+}
+
 void pbm_tls_failure(pbm_metrics_t *m, pbm_tls_cause_t cause, unsigned long count) {
     if ((unsigned)cause >= PBM_TLS_N) cause = PBM_TLS_OTHER;
     atomic_fetch_add_explicit(&m->tls_failures[cause], count, memory_order_relaxed);
@@ -163,6 +180,10 @@ void pbm_brokers_down(pbm_metrics_t *m, const char *cause) {
 void pbm_set_cert_expiry(pbm_metrics_t *m, time_t client_not_after, time_t ca_not_after) {
     atomic_store(&m->client_not_after, (long long)client_not_after);
     atomic_store(&m->ca_not_after, (long long)ca_not_after);
+}
+
+void pbm_tls_reload(pbm_metrics_t *m, int ok) {
+    INC(m->tls_reloads[ok ? 0 : 1]);
 }
 
 void pbm_heartbeat(pbm_metrics_t *m, int64_t mono_ms) {
@@ -296,6 +317,10 @@ int pbm_ready(pbm_metrics_t *m, char *why, size_t why_size) {
     pthread_mutex_lock(&m->lock);
     int ready = atomic_load(&m->ready);
     snprintf(why, why_size, "%s", ready ? "ok" : m->reason);
+    if (ready && atomic_load(&m->spool_full)) {
+        ready = 0;
+        snprintf(why, why_size, "the spool is full (spool.max_bytes or the disk): writers are held back");
+    }
     pthread_mutex_unlock(&m->lock);
     return ready;
 }
@@ -351,13 +376,20 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
     long long in_flight = LOAD(m->in_flight);
     gauge(f, "predbridge_predictions_in_flight", "Predictions queued for Kafka and not yet acknowledged.",
           in_flight < 0 ? 0 : in_flight);
+    gauge(f, "predbridge_spool_bytes", "Size of the spool's segment files.", LOAD(m->spool_bytes));
+    gauge(f, "predbridge_spool_records", "Accepted predictions in the spool not yet acknowledged by the broker.",
+          LOAD(m->spool_records));
+    gauge(f, "predbridge_spool_full", "1 while the spool is full and reading is paused.", atomic_load(&m->spool_full));
+    counter(f, "predbridge_spool_set_aside_total",
+            "Predictions the broker refused for good, written to failed.ndjson in spool.dir.",
+            LOAD(m->spool_set_aside));
     gauge(f, "predbridge_socket_connections", "Writers connected to the socket now.", LOAD(m->connections));
     counter(f, "predbridge_socket_connections_total", "Writers accepted on the socket since start.",
             LOAD(m->connections_total));
     counter(f, "predbridge_socket_refused_peers_total", "Connections refused by the peer-credential policy.",
             LOAD(m->refused_peers));
     counter(f, "predbridge_reading_paused_total",
-            "Times reading stopped because librdkafka's queue was full.", LOAD(m->pauses));
+            "Times reading stopped because the spool was full.", LOAD(m->pauses));
     labelled(f, "predbridge_tls_handshake_failures_total",
              "TLS handshakes with a broker that failed, by cause.", "cause", tls_names, m->tls_failures,
              PBM_TLS_N);
@@ -365,6 +397,9 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
             "Authentication failures reported by librdkafka.", LOAD(m->authentication_failures));
     counter(f, "predbridge_broker_authorization_failures_total",
             "Requests the broker refused for lack of an ACL.", LOAD(m->authorization_failures));
+    labelled(f, "predbridge_tls_reloads_total",
+             "Reloads of the TLS files (SIGHUP or a change on disk), by result; failed keeps the old material.",
+             "result", reload_names, m->tls_reloads, 2);
     gauge(f, "predbridge_ready", "1 if a broker connection is up with TLS and our certificate accepted.",
           atomic_load(&m->ready));
     long long client = LOAD(m->client_not_after), ca = LOAD(m->ca_not_after);

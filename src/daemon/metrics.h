@@ -66,6 +66,11 @@ void pbm_connection_opened(pbm_metrics_t *m);
 void pbm_connection_closed(pbm_metrics_t *m);
 void pbm_refused_peer(pbm_metrics_t *m);
 void pbm_paused(pbm_metrics_t *m);
+/* Records recovered from the spool at start: in flight until delivered. */
+void pbm_replaying(pbm_metrics_t *m, unsigned long long records);
+/* The spool's size; full makes /readyz answer not ready. */
+void pbm_set_spool(pbm_metrics_t *m, unsigned long long bytes, unsigned long long records, int full,
+                   unsigned long long set_aside);
 void pbm_tls_failure(pbm_metrics_t *m, pbm_tls_cause_t cause, unsigned long count);
 void pbm_authentication_failure(pbm_metrics_t *m);
 void pbm_authorization_failure(pbm_metrics_t *m);
@@ -79,7 +84,11 @@ void pbm_fatal(pbm_metrics_t *m, const char *cause);
 /* As pbm_not_ready, for librdkafka's "all brokers are down", which follows the error that says
  * why: an earlier, more specific cause is kept as the reason. */
 void pbm_brokers_down(pbm_metrics_t *m, const char *cause);
-/* Expiry of our client certificate and of the CA (0: unknown), from pbtls_check_material. */
+/* A reload of the TLS material (predbridge_tls_reloads_total{result}): ok 1 if it took effect,
+ * 0 if it was refused and the previous material stays in use. */
+void pbm_tls_reload(pbm_metrics_t *m, int ok);
+/* Expiry of our client certificate and of the CA (0: unknown), from pbtls_check_material; set again
+ * after each successful reload. */
 void pbm_set_cert_expiry(pbm_metrics_t *m, time_t client_not_after, time_t ca_not_after);
 /* The event loop ran at mono_ms (CLOCK_MONOTONIC milliseconds). */
 void pbm_heartbeat(pbm_metrics_t *m, int64_t mono_ms);

@@ -1,8 +1,9 @@
-/* producer.c: predbridged's Kafka producer (see producer.h). */
+/* producer.c: predbridged's Kafka producer, and its reload onto new TLS material (see producer.h). */
 #include "producer.h"
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/watch.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -10,30 +11,58 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
-struct pbd_producer {
+/* One librdkafka producer and the TLS material it was created with. The current instance takes new
+ * records; a reload makes a new one current and retires the old one, which keeps delivering what it
+ * holds (its delivery reports go to the same callback) and is destroyed once it holds nothing. */
+typedef struct pbd_instance {
     pbtls_opaque_head_t tls; /* first member: the TLS verifier finds itself through the conf opaque */
+    pbd_producer_t *p;
+    struct pbd_instance *next; /* in the retiring list */
     rd_kafka_t *rk;
     rd_kafka_queue_t *mainq;
     int event_fd;
-    pbd_delivery_fn cb;
-    void *cb_ctx;
-    char *topic;
-    char *identity;
     int in_flight;
+    unsigned generation; /* 1 for the one made at start, +1 per reload: named in logs */
     /* Connection-state logging: a failure is logged once per change of cause, then counted. */
     char last_cause[512];    /* same_failure_key of the last cause logged */
     int64_t last_logged_ms;  /* when it was logged (CLOCK_MONOTONIC) */
     unsigned long suppressed;
     int degraded;
-    pbm_metrics_t *metrics;      /* NULL until pbd_producer_set_metrics */
-    unsigned long verify_seen;   /* verifier failures already accounted */
+    unsigned long verify_seen; /* verifier failures already accounted */
+} pbd_instance_t;
+
+PBTLS_OPAQUE_HEAD_CHECK(pbd_instance_t, tls);
+
+struct pbd_producer {
+    const pbd_config_t *cfg;
+    pbd_instance_t *cur;
+    pbd_instance_t *retiring; /* older instances still delivering */
+    unsigned generations;
+    int epfd;                 /* every instance's event fd, and the file watch's */
+    pbwatch_t *watch;         /* NULL unless tls.watch */
+    pbd_delivery_fn cb;
+    void *cb_ctx;
+    char *topic;
+    char *identity;
+    pbm_metrics_t *metrics;   /* NULL until pbd_producer_set_metrics */
 };
 
-PBTLS_OPAQUE_HEAD_CHECK(struct pbd_producer, tls);
+/* The TLS files a reload reads, in the order of the watch's bits. */
+#define N_TLS_FILES 7
+static const char *const tls_file_keys[N_TLS_FILES] = {
+    "tls.ca", "tls.cert", "tls.key", "tls.key_passphrase_file", "tls.keystore", "tls.keystore_passphrase_file",
+    "tls.crl"};
+
+static void tls_files(const pbtls_settings_t *s, const char *out[N_TLS_FILES]) {
+    const char *files[N_TLS_FILES] = {s->ca,       s->cert, s->key, s->key_passphrase_file,
+                                      s->keystore, s->keystore_passphrase_file, s->crl};
+    memcpy(out, files, sizeof files);
+}
 
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, const char *origin, char *errstr,
                     size_t errstr_size) {
@@ -67,51 +96,55 @@ static const char *hint_for(const char *cause) {
     return NULL;
 }
 
-/* Counts an error for metrics and readiness. Runs for every report, also those not logged again. */
-static void account_error(pbd_producer_t *p, int err, const char *cause) {
-    if (!p->metrics) return;
+/* Counts an error for metrics and readiness. Runs for every report, also those not logged again.
+ * Readiness follows the current instance only: a retiring one is on its way out. */
+static void account_error(pbd_instance_t *in, int err, const char *cause) {
+    pbm_metrics_t *m = in->p->metrics;
+    if (!m) return;
     pbm_tls_cause_t tls = pbm_tls_classify(cause, "");
     int tls_failed = err == RD_KAFKA_RESP_ERR__SSL || tls != PBM_TLS_OTHER;
     unsigned long fresh = 0;
     char verify[512] = "";
-    if (tls_failed && p->tls.verifier) {
+    if (tls_failed && in->tls.verifier) {
         /* "certificate verify failed" means our verifier refused the broker: its cause is the label.
          * It also sees every refused handshake, which librdkafka reports only now and then. */
-        unsigned long failures = pbtls_verifier_failures(p->tls.verifier);
-        fresh = failures - p->verify_seen;
-        p->verify_seen = failures;
+        unsigned long failures = pbtls_verifier_failures(in->tls.verifier);
+        fresh = failures - in->verify_seen;
+        in->verify_seen = failures;
         if (fresh || tls == PBM_TLS_CERTIFICATE_VERIFY) {
-            pbtls_verifier_last_failure(p->tls.verifier, verify, sizeof verify);
+            pbtls_verifier_last_failure(in->tls.verifier, verify, sizeof verify);
             if (verify[0]) tls = pbm_tls_classify(cause, verify);
         }
     }
     PBLOG_D("metrics", "broker error %s: tls %s, %lu new verifier failure(s)", rd_kafka_err2name((rd_kafka_resp_err_t)err),
             tls_failed ? pbm_tls_cause_name(tls) : "no", fresh);
     if (tls_failed) {
-        pbm_tls_failure(p->metrics, tls, fresh > 1 ? fresh : 1);
-        if (tls == PBM_TLS_CLIENT_CERT_REFUSED) pbm_authentication_failure(p->metrics);
+        pbm_tls_failure(m, tls, fresh > 1 ? fresh : 1);
+        if (tls == PBM_TLS_CLIENT_CERT_REFUSED) pbm_authentication_failure(m);
     } else if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
-        pbm_authentication_failure(p->metrics);
+        pbm_authentication_failure(m);
     } else if (pbm_is_authorization_error((rd_kafka_resp_err_t)err) ||
-               (err == RD_KAFKA_RESP_ERR__FATAL && pbm_is_authorization_error(rd_kafka_fatal_error(p->rk, NULL, 0)))) {
-        pbm_authorization_failure(p->metrics);
+               (err == RD_KAFKA_RESP_ERR__FATAL && pbm_is_authorization_error(rd_kafka_fatal_error(in->rk, NULL, 0)))) {
+        pbm_authorization_failure(m);
     }
+    if (in != in->p->cur) return;
     char why[1200];
     snprintf(why, sizeof why, "%s: %s%s%s", rd_kafka_err2name((rd_kafka_resp_err_t)err), cause, verify[0] ? "; " : "",
              verify);
     if (err == RD_KAFKA_RESP_ERR__FATAL)
-        pbm_fatal(p->metrics, why);
+        pbm_fatal(m, why);
     else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
-        pbm_brokers_down(p->metrics, why);
+        pbm_brokers_down(m, why);
     else if (tls_failed || err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
              pbm_is_authorization_error((rd_kafka_resp_err_t)err))
-        pbm_not_ready(p->metrics, why);
+        pbm_not_ready(m, why);
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
     (void)rk;
-    pbd_producer_t *p = opaque;
-    if (p->metrics && pbm_update_from_stats(p->metrics, json, json_len) != 0)
+    pbd_instance_t *in = opaque;
+    /* The broker gauges describe the connections new records use. */
+    if (in == in->p->cur && in->p->metrics && pbm_update_from_stats(in->p->metrics, json, json_len) != 0)
         PBLOG_D("metrics", "librdkafka statistics could not be read");
     return 0; /* librdkafka frees json */
 }
@@ -144,39 +177,40 @@ static void same_failure_key(const char *cause, char *out, size_t size) {
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     (void)rk;
-    pbd_producer_t *p = opaque;
-    char cause[512], verify[512] = "";
+    pbd_instance_t *in = opaque;
+    char cause[512], verify[512] = "", who[64] = "";
     cause_of(reason, cause, sizeof cause);
-    if (err == RD_KAFKA_RESP_ERR__SSL && p->tls.verifier) pbtls_verifier_last_failure(p->tls.verifier, verify, sizeof verify);
-    account_error(p, err, cause);
+    if (in != in->p->cur) snprintf(who, sizeof who, "retiring producer #%u: ", in->generation);
+    if (err == RD_KAFKA_RESP_ERR__SSL && in->tls.verifier) pbtls_verifier_last_failure(in->tls.verifier, verify, sizeof verify);
+    account_error(in, err, cause);
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        if (!p->degraded) PBLOG_W("broker.down", "all brokers are down; records are kept and retried");
-        p->degraded = 1;
+        if (!in->degraded) PBLOG_W("broker.down", "%sall brokers are down; records are kept and retried", who);
+        in->degraded = 1;
         return;
     }
     char key[512];
     same_failure_key(cause, key, sizeof key);
-    if (!strcmp(key, p->last_cause)) {
-        p->suppressed++;
+    if (!strcmp(key, in->last_cause)) {
+        in->suppressed++;
         int64_t now = mono_ms();
-        if (now - p->last_logged_ms >= REPEAT_LOG_MS) {
+        if (now - in->last_logged_ms >= REPEAT_LOG_MS) {
             /* An outage that lasts: say so now and then, never once per retry. */
-            PBLOG_W("broker.error", "still failing: %s (%lu repeats in the last %lld s)", cause, p->suppressed,
-                    (long long)((now - p->last_logged_ms) / 1000));
-            p->suppressed = 0;
-            p->last_logged_ms = now;
+            PBLOG_W("broker.error", "%sstill failing: %s (%lu repeats in the last %lld s)", who, cause, in->suppressed,
+                    (long long)((now - in->last_logged_ms) / 1000));
+            in->suppressed = 0;
+            in->last_logged_ms = now;
         }
         return;
     }
-    snprintf(p->last_cause, sizeof p->last_cause, "%s", key);
-    p->last_logged_ms = mono_ms();
+    snprintf(in->last_cause, sizeof in->last_cause, "%s", key);
+    in->last_logged_ms = mono_ms();
     const char *hint = hint_for(verify[0] ? verify : cause);
-    pblog(rd_kafka_fatal_error(p->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s: %s%s%s%s%s%s",
+    pblog(rd_kafka_fatal_error(in->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s%s: %s%s%s%s%s%s", who,
           rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify, hint ? " (hint: " : "", hint ? hint : "",
           hint ? ")" : "");
-    if (p->suppressed) PBLOG_I("broker.error", "%lu repeated broker errors were not logged", p->suppressed);
-    p->suppressed = 0;
-    p->degraded = 1;
+    if (in->suppressed) PBLOG_I("broker.error", "%lu repeated broker errors were not logged", in->suppressed);
+    in->suppressed = 0;
+    in->degraded = 1;
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -188,30 +222,52 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
-    pbd_producer_t *p = opaque;
-    p->in_flight--;
-    if (!m->err && p->degraded) {
+    pbd_instance_t *in = opaque;
+    pbd_producer_t *p = in->p;
+    in->in_flight--;
+    if (!m->err && in->degraded) {
         PBLOG_I("broker.recovered", "records are being delivered again");
-        p->degraded = 0;
-        p->last_cause[0] = '\0';
+        in->degraded = 0;
+        in->last_cause[0] = '\0';
     }
     char reason[256] = "";
     if (m->err) snprintf(reason, sizeof reason, "%s: %s", rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
-    p->cb(p->cb_ctx, m->_private, m->err, reason);
+    p->cb(p->cb_ctx, m->_private, m->err, reason, m->payload, m->len);
 }
 
-pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
-                                 char *errstr, size_t errstr_size) {
-    pbd_producer_t *p = calloc(1, sizeof *p);
+/* Destroys an instance; records it still holds are purged and reported as failed first. Blocks
+ * while librdkafka stops its threads. */
+static void instance_free(pbd_producer_t *p, pbd_instance_t *in) {
+    if (!in) return;
+    if (in->rk) {
+        /* Anything still queued is reported as failed (purged) so callers can account for it. */
+        if (in->in_flight > 0) {
+            rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(in->rk, 1000); /* serves the purged records' reports */
+        }
+        if (in->mainq) rd_kafka_queue_destroy(in->mainq);
+        rd_kafka_destroy(in->rk);
+    }
+    pbtls_verifier_free(in->tls.verifier);
+    if (in->event_fd >= 0) {
+        if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, in->event_fd, NULL);
+        close(in->event_fd);
+    }
+    free(in);
+}
+
+/* A librdkafka producer with the TLS material the files hold now. Returns NULL with errstr. */
+static pbd_instance_t *instance_new(pbd_producer_t *p, char *errstr, size_t errstr_size) {
+    const pbd_config_t *cfg = p->cfg;
+    pbd_instance_t *in = calloc(1, sizeof *in);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char linger[32], origin[600];
-    if (!p || !conf) goto fail_nomem;
-    p->event_fd = -1;
-    p->cb = cb;
-    p->cb_ctx = cb_ctx;
-    p->topic = strdup(cfg->topic);
-    p->identity = strdup(identity ? identity : "");
-    if (!p->topic || !p->identity) goto fail_nomem;
+    if (!in || !conf) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    in->p = p;
+    in->event_fd = -1;
 
     /* Defaults the pass-through may change: a bounded queue keeps memory small (predbridged stops
      * reading its sockets while the queue is full, so nothing is dropped). */
@@ -246,8 +302,8 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
     }
     pbtls_verifier_t *verifier = NULL;
     if (pbtls_apply(conf, &cfg->tls, &verifier, errstr, errstr_size)) goto fail;
-    pbtls_opaque_bind(&p->tls, verifier);
-    rd_kafka_conf_set_opaque(conf, p);
+    pbtls_opaque_bind(&in->tls, verifier);
+    rd_kafka_conf_set_opaque(conf, in);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_log_cb(conf, log_cb);
@@ -263,51 +319,202 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
     }
 
     char e[512];
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
-    if (!p->rk) {
+    in->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e);
+    if (!in->rk) {
         snprintf(errstr, errstr_size, "cannot create the Kafka producer: %s", e);
         goto fail;
     }
     conf = NULL; /* owned by rk */
-    p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (p->event_fd < 0) {
+    in->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = in};
+    if (in->event_fd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, in->event_fd, &ev) != 0) {
         snprintf(errstr, errstr_size, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    p->mainq = rd_kafka_queue_get_main(p->rk);
+    in->mainq = rd_kafka_queue_get_main(in->rk);
     /* librdkafka writes these bytes to the fd whenever the main queue goes from empty to non-empty. */
     static const uint64_t one = 1;
-    rd_kafka_queue_io_event_enable(p->mainq, p->event_fd, &one, sizeof one);
+    rd_kafka_queue_io_event_enable(in->mainq, in->event_fd, &one, sizeof one);
     /* Broker threads run since rd_kafka_new: an error (e.g. connection refused) may already be
      * queued, and the queue would then never go from empty to non-empty again. Look once. */
-    if (write(p->event_fd, &one, sizeof one) != (ssize_t)sizeof one) {
+    if (write(in->event_fd, &one, sizeof one) != (ssize_t)sizeof one) {
         snprintf(errstr, errstr_size, "eventfd write: %s", strerror(errno));
         goto fail;
     }
+    return in;
+
+fail:
+    if (conf) rd_kafka_conf_destroy(conf);
+    instance_free(p, in);
+    return NULL;
+}
+
+/* Watches the TLS files. Without the watch (no inotify instance left, say) predbridged still
+ * delivers, and SIGHUP still reloads: say so rather than refuse to start. */
+static void start_watch(pbd_producer_t *p) {
+    const char *files[N_TLS_FILES];
+    char err[512];
+    tls_files(&p->cfg->tls, files);
+    p->watch = pbwatch_new(files, N_TLS_FILES, p->cfg->tls_watch_debounce_ms, err, sizeof err);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (p->watch && epoll_ctl(p->epfd, EPOLL_CTL_ADD, pbwatch_fd(p->watch), &ev) != 0)
+        snprintf(err, sizeof err, "epoll_ctl: %s", strerror(errno));
+    else if (p->watch)
+        return;
+    PBLOG_E("tls.watch", "cannot watch the TLS files for changes (%s); reload them with SIGHUP", err);
+    pbwatch_free(p->watch);
+    p->watch = NULL;
+}
+
+pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
+                                 char *errstr, size_t errstr_size) {
+    pbd_producer_t *p = calloc(1, sizeof *p);
+    if (!p) goto fail_nomem;
+    p->epfd = -1;
+    p->cfg = cfg;
+    p->cb = cb;
+    p->cb_ctx = cb_ctx;
+    p->topic = strdup(cfg->topic);
+    p->identity = strdup(identity ? identity : "");
+    if (!p->topic || !p->identity) goto fail_nomem;
+    if ((p->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        snprintf(errstr, errstr_size, "epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
+    if (!(p->cur = instance_new(p, errstr, errstr_size))) goto fail;
+    p->cur->generation = ++p->generations;
+    if (cfg->tls_watch) start_watch(p);
     return p;
 
 fail_nomem:
     snprintf(errstr, errstr_size, "out of memory");
 fail:
-    if (conf) rd_kafka_conf_destroy(conf);
     pbd_producer_free(p);
     return NULL;
 }
 
 int pbd_producer_fd(const pbd_producer_t *p) {
-    return p->event_fd;
+    return p->epfd;
+}
+
+static void warn_cb(void *ctx, const char *message) {
+    (void)ctx;
+    PBLOG_W("tls.material", "%s", message);
+}
+
+/* Destroys retiring instances that have delivered everything they held. */
+static void retire_drained(pbd_producer_t *p) {
+    for (pbd_instance_t **link = &p->retiring; *link;) {
+        pbd_instance_t *in = *link;
+        if (in->in_flight > 0) {
+            link = &in->next;
+            continue;
+        }
+        *link = in->next;
+        unsigned generation = in->generation;
+        int64_t start = mono_ms();
+        instance_free(p, in);
+        PBLOG_I("tls.reload", "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
+                generation, (long long)(mono_ms() - start));
+    }
+}
+
+/* Checks the files, then creates a producer from them. librdkafka reads the files itself, in
+ * rd_kafka_new: a second check afterwards makes sure it read the certificate that was checked,
+ * not one that was replaced in between (then this tries again). Returns NULL with errstr. */
+static pbd_instance_t *instance_from_checked_files(pbd_producer_t *p, pbtls_cert_info_t *info, char *errstr,
+                                                   size_t errstr_size) {
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (pbtls_check_material(&p->cfg->tls, time(NULL), info, warn_cb, NULL, errstr, errstr_size) != 0)
+            return NULL;
+        pbd_instance_t *in = instance_new(p, errstr, errstr_size);
+        if (!in) return NULL;
+        pbtls_cert_info_t after;
+        if (pbtls_check_material(&p->cfg->tls, time(NULL), &after, NULL, NULL, errstr, errstr_size) == 0 &&
+            !strcmp(after.sha256_fingerprint, info->sha256_fingerprint))
+            return in;
+        instance_free(p, in);
+    }
+    snprintf(errstr, errstr_size, "the TLS files kept changing while they were loaded");
+    return NULL;
+}
+
+int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
+    char errstr[1024], until[32];
+    pbtls_cert_info_t info;
+    pbd_instance_t *fresh = instance_from_checked_files(p, &info, errstr, sizeof errstr);
+    if (!fresh) {
+        PBLOG_E("tls.reload", "reload of the TLS material (%s) failed; producer #%u keeps the previous material: %s",
+                trigger, p->cur->generation, errstr);
+        if (p->metrics) pbm_tls_reload(p->metrics, 0);
+        return -1;
+    }
+    pbd_instance_t *old = p->cur;
+    fresh->generation = ++p->generations;
+    p->cur = fresh;
+    old->next = p->retiring;
+    p->retiring = old;
+    if (strcmp(info.common_name, p->identity) != 0) {
+        PBLOG_W("tls.reload", "the client certificate's CN changed from '%s' to '%s': the broker's ACLs are keyed on it",
+                p->identity, info.common_name);
+        char *id = strdup(info.common_name);
+        if (id) free(p->identity), p->identity = id;
+    }
+    if (p->metrics) {
+        pbm_set_cert_expiry(p->metrics, info.not_after, info.ca_not_after);
+        pbm_tls_reload(p->metrics, 1);
+    }
+    struct tm tm;
+    gmtime_r(&info.not_after, &tm);
+    strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm); /* as at start-up */
+    PBLOG_I("tls.reload",
+            "reloaded the TLS material (%s): client certificate CN=%s serial %s valid until %s; producer #%u takes "
+            "new records, producer #%u delivers its %d record(s) in flight and then closes",
+            trigger, info.common_name, info.serial, until, fresh->generation, old->generation, old->in_flight);
+    retire_drained(p);
+    return 0;
+}
+
+/* The watch said files changed and stayed unchanged for the debounce time: reload. */
+static void serve_watch(pbd_producer_t *p) {
+    char err[256], trigger[512] = "";
+    uint32_t changed = 0;
+    int rc = pbwatch_handle(p->watch, &changed, err, sizeof err);
+    if (rc < 0) {
+        /* Reading inotify failed: stop, or the loop would spin on a ready fd. */
+        PBLOG_E("tls.watch", "%s; watching the TLS files stopped (SIGHUP still reloads)", err);
+        epoll_ctl(p->epfd, EPOLL_CTL_DEL, pbwatch_fd(p->watch), NULL);
+        pbwatch_free(p->watch);
+        p->watch = NULL;
+        return;
+    }
+    if (rc == 0) return;
+    size_t used = 0;
+    for (int i = 0; i < N_TLS_FILES && used < sizeof trigger; i++)
+        if (changed & (1u << i))
+            used += (size_t)snprintf(trigger + used, sizeof trigger - used, "%s%s", used ? ", " : "", tls_file_keys[i]);
+    if (used < sizeof trigger) snprintf(trigger + used, sizeof trigger - used, " changed");
+    pbd_producer_reload(p, trigger);
+}
+
+static void instance_serve(pbd_instance_t *in) {
+    uint64_t v;
+    while (read(in->event_fd, &v, sizeof v) > 0) {
+    }
+    while (rd_kafka_poll(in->rk, 0) > 0) {
+    }
 }
 
 void pbd_producer_serve(pbd_producer_t *p) {
-    uint64_t v;
-    while (read(p->event_fd, &v, sizeof v) > 0) {
-    }
-    while (rd_kafka_poll(p->rk, 0) > 0) {
-    }
+    instance_serve(p->cur);
+    for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_serve(in);
+    retire_drained(p);
+    if (p->watch) serve_watch(p);
 }
 
 pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, char *reason,
                                     size_t reason_size) {
+    pbd_instance_t *in = p->cur;
     rd_kafka_headers_t *h = rd_kafka_headers_new(4);
     if (!h) {
         snprintf(reason, reason_size, "out of memory");
@@ -318,12 +525,12 @@ pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *
     rd_kafka_header_add(h, "pb-producer", -1, p->identity, -1);
     if (rec->model_version) rd_kafka_header_add(h, "pb-model-version", -1, rec->model_version, -1);
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(p->topic), RD_KAFKA_V_VALUE(rec->value, rec->value_len),
+        in->rk, RD_KAFKA_V_TOPIC(p->topic), RD_KAFKA_V_VALUE(rec->value, rec->value_len),
         RD_KAFKA_V_KEY(rec->key, rec->key ? rec->key_len : 0), RD_KAFKA_V_TIMESTAMP(rec->timestamp_ms),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_OPAQUE(msg_opaque),
         RD_KAFKA_V_END);
     if (!err) {
-        p->in_flight++;
+        in->in_flight++;
         return PBD_SEND_OK;
     }
     rd_kafka_headers_destroy(h); /* not taken over on failure */
@@ -333,7 +540,9 @@ pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *
 }
 
 int pbd_producer_in_flight(const pbd_producer_t *p) {
-    return p->in_flight;
+    int n = p->cur->in_flight;
+    for (const pbd_instance_t *in = p->retiring; in; in = in->next) n += in->in_flight;
+    return n;
 }
 
 static int64_t mono_ms(void) {
@@ -342,28 +551,31 @@ static int64_t mono_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* rd_kafka_flush sends at once (ignoring linger.ms) and serves delivery reports meanwhile. */
+static void instance_flush(pbd_instance_t *in, int64_t deadline) {
+    int64_t left = deadline - mono_ms();
+    if (in->in_flight > 0 && left > 0) rd_kafka_flush(in->rk, (int)(left < 100 ? left : 100));
+}
+
 int pbd_producer_flush(pbd_producer_t *p, int timeout_ms) {
-    /* rd_kafka_flush sends at once (ignoring linger.ms) and serves delivery reports meanwhile. */
     int64_t deadline = mono_ms() + timeout_ms;
-    while (p->in_flight > 0) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0) break;
-        rd_kafka_flush(p->rk, (int)(left < 100 ? left : 100));
+    while (pbd_producer_in_flight(p) > 0 && mono_ms() < deadline) {
+        instance_flush(p->cur, deadline);
+        for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_flush(in, deadline);
     }
-    return p->in_flight;
+    return pbd_producer_in_flight(p);
 }
 
 void pbd_producer_free(pbd_producer_t *p) {
     if (!p) return;
-    if (p->rk) {
-        /* Anything still queued is reported as failed (purged) so callers can account for it. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(p->rk, 1000); /* serves the purged records' reports */
-        if (p->mainq) rd_kafka_queue_destroy(p->mainq);
-        rd_kafka_destroy(p->rk);
+    instance_free(p, p->cur);
+    while (p->retiring) {
+        pbd_instance_t *in = p->retiring;
+        p->retiring = in->next;
+        instance_free(p, in);
     }
-    pbtls_verifier_free(p->tls.verifier);
-    if (p->event_fd >= 0) close(p->event_fd);
+    pbwatch_free(p->watch);
+    if (p->epfd >= 0) close(p->epfd);
     free(p->topic);
     free(p->identity);
     free(p);

@@ -1,5 +1,13 @@
 /* producer.h: predbridged's Kafka producer: acks=all, idempotent, TLS policy applied, delivery
- * reports served on the daemon's event loop through librdkafka's queue event fd. */
+ * reports served on the daemon's event loop through librdkafka's queue event fd.
+ *
+ * Certificate rotation: pbd_producer_reload (on SIGHUP, and by itself when tls.watch sees the TLS
+ * files change) checks the new material like start-up does and, if it is good, creates a new
+ * librdkafka producer with it; new records go to that one. The previous producer keeps delivering
+ * the records it holds (their reports reach the same callback, with the same opaques) and is
+ * destroyed once it holds none. If the material is bad, nothing changes but a log line and a count.
+ * Each librdkafka producer is idempotent on its own: records are ordered per producer, and a record
+ * handed to the new one may reach the broker before records the old one still retries. */
 #ifndef PB_DAEMON_PRODUCER_H
 #define PB_DAEMON_PRODUCER_H
 
@@ -30,11 +38,14 @@ typedef enum {
 } pbd_send_result_t;
 
 /* Called on the event-loop thread for each delivery report: err 0 means the broker acknowledged
- * the record with acks=all. reason is readable text for failures. */
-typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err, const char *reason);
+ * the record with acks=all. reason is readable text for failures; value is the record's value
+ * (valid during the call), so a record refused for good can be kept somewhere. */
+typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err, const char *reason,
+                                const void *value, size_t value_len);
 
-/* Creates the producer. identity is our certificate's CN (pb-producer header). Returns NULL with
- * errstr (naming the key or file at fault). Non-blocking: connecting happens in the background. */
+/* Creates the producer. identity is our certificate's CN (pb-producer header). cfg must outlive the
+ * producer (reloads read its TLS settings again). With cfg->tls_watch the TLS files are watched. Returns
+ * NULL with errstr (naming the key or file at fault). Non-blocking: connecting happens in the background. */
 pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
                                  char *errstr, size_t errstr_size);
 
@@ -43,20 +54,30 @@ pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, 
 struct pbm_metrics;
 void pbd_producer_set_metrics(pbd_producer_t *p, struct pbm_metrics *m);
 
-/* A file descriptor that becomes readable when delivery reports or errors are waiting. */
+/* A file descriptor that becomes readable when delivery reports or errors are waiting (of any of
+ * its librdkafka producers), or when the watched TLS files changed. */
 int pbd_producer_fd(const pbd_producer_t *p);
 
-/* Serves everything waiting (delivery reports, errors) without blocking. */
+/* Serves everything waiting (delivery reports, errors) without blocking, closes retired producers that
+ * hold no more records (this waits for librdkafka's threads to stop), and reloads the TLS material
+ * once changed files have been quiet for tls.watch_debounce_ms. */
 void pbd_producer_serve(pbd_producer_t *p);
 
 pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, char *reason,
                                     size_t reason_size);
 
-/* Records handed to librdkafka and not yet reported. */
+/* Records handed to librdkafka and not yet reported, by the current and by retiring producers. */
 int pbd_producer_in_flight(const pbd_producer_t *p);
 
 /* Waits up to timeout_ms for every record to be reported (serving reports). Returns how many remain. */
 int pbd_producer_flush(pbd_producer_t *p, int timeout_ms);
+
+/* Reloads the TLS files (see the top of this file). trigger says why, for the log ("SIGHUP").
+ * Logs the outcome (info: the new certificate's serial and expiry; error: the cause, naming the file),
+ * counts it in predbridge_tls_reloads_total and, on success, sets the certificate expiry gauges.
+ * Returns 0 if the new material is in use, -1 if the previous one stays. Event-loop thread; blocks
+ * while the files are read and checked. */
+int pbd_producer_reload(pbd_producer_t *p, const char *trigger);
 
 /* Destroys the producer; records still in flight are purged and reported as failed first. */
 void pbd_producer_free(pbd_producer_t *p);

@@ -11,6 +11,7 @@
 #include "peer.h"
 #include "reply.h"
 #include "producer.h"
+#include "spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,8 +43,11 @@ typedef struct conn conn_t;
  * report frees it. */
 typedef struct reply {
     struct reply *next;
+    struct reply *next_unsent; /* delivered mode: in the server's queue of spooled, unsent records */
     conn_t *conn;
     uint64_t seq;
+    uint64_t spool_seq; /* accepted mode: sent once the spool made this record durable */
+    void *spool_ref;    /* delivered mode: the record's place in the spool */
     enum reply_status status;
     char id[PBREC_ID_LEN + 1];
     char *reason;
@@ -60,7 +64,7 @@ struct conn {
     /* Bytes read but not yet framed (the producer's queue was full). */
     char *backlog;
     size_t backlog_len;
-    /* A validated record that librdkafka's full queue did not take yet. */
+    /* A validated record that the full spool did not take yet. */
     int has_pending;
     pbd_record_t pending;
     char pending_id[PBREC_ID_LEN + 1];
@@ -82,15 +86,22 @@ struct pbd_server {
     int epfd, signal_fd;
     pbd_listener_t listener;
     pbd_producer_t *producer;
+    pbsp_t *spool;
+    int spool_dirty;           /* appended since the last pbsp_commit */
+    int acks_waiting;          /* accepted replies wait for the spool to make records durable */
+    reply_t *unsent_head, *unsent_tail; /* delivered-mode replies of records still only in the spool */
+    uint64_t replay_left;      /* records recovered at start, not yet handed to the producer */
+    int64_t replay_started_ms;
+    time_t spool_logged;
     conn_t *conns;
     int n_conns;
     int accepting;
-    int paused; /* librdkafka's queue is full: no connection is read */
+    int paused; /* the spool is full: no connection is read */
     int stopping;
     pbd_stats_t stats;
     pbm_metrics_t *metrics; /* the same counts, thread-safe, for /metrics (http.c) */
     pbd_http_t *http;       /* NULL unless http.listen is set */
-    int timer_fd;           /* 1 s tick: /healthz sees the loop alive while idle */
+    int timer_fd;           /* 1 s tick: /healthz sees the loop alive; the spool's housekeeping */
     char rbuf[READ_CHUNK];
     /* Rejected-line logging is rate-limited per second. */
     time_t reject_log_sec;
@@ -101,12 +112,18 @@ struct pbd_server {
 };
 
 /* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
-static char tag_listen, tag_signal, tag_producer, tag_timer;
+static char tag_listen, tag_signal, tag_producer, tag_timer, tag_spool;
 
 static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int epoll_set(pbd_server_t *s, int op, int fd, uint32_t events, void *tag) {
@@ -153,9 +170,12 @@ static void reply_free(reply_t *r) {
     free(r);
 }
 
-/* Moves resolved replies from the head of the queue into the output buffer, in order. */
-static void replies_flush(conn_t *c) {
-    while (c->head && c->head->status != R_PENDING) {
+/* Moves resolved replies from the head of the queue into the output buffer, in order; an
+ * accepted reply waits until the spool made its record durable. */
+static void replies_flush(const pbd_server_t *s, conn_t *c) {
+    uint64_t durable = pbsp_durable_seq(s->spool);
+    while (c->head && c->head->status != R_PENDING &&
+           !(c->head->status == R_ACCEPTED && c->head->spool_seq > durable)) {
         reply_t *r = c->head;
         c->head = r->next;
         if (!c->head) c->tail = NULL;
@@ -282,18 +302,122 @@ static int try_handshake(pbd_server_t *s, conn_t *c, const char *data, size_t le
     return handled;
 }
 
-/* Queues the pending record. Returns 0 if taken (or refused for good), 1 if the queue is still full. */
+/* Failed records: at most 10 log lines a second. */
+static void log_failed(pbd_server_t *s, const char *reason) {
+    time_t now = time(NULL);
+    if (now != s->fail_log_sec) {
+        if (s->fail_suppressed) PBLOG_E("record.failed", "%u more failed records were not logged", s->fail_suppressed);
+        s->fail_log_sec = now;
+        s->fail_logged = s->fail_suppressed = 0;
+    }
+    if (s->fail_logged++ < 10)
+        PBLOG_E("record.failed", "a record was refused for good and written to %s/failed.ndjson: %s", s->cfg->spool_dir,
+                reason);
+    else
+        s->fail_suppressed++;
+}
+
+/* The record can never be delivered (the broker or librdkafka refused it for good): it leaves the
+ * spool for failed.ndjson, and a writer waiting in delivered mode is told. */
+static void refused(pbd_server_t *s, reply_t *dr, void *ref, const void *value, size_t len, const char *reason) {
+    s->stats.failed++;
+    log_failed(s, reason);
+    (void)pbsp_set_aside(s->spool, ref, value, len); /* on failure it stays in the spool (logged) */
+    if (!dr) return;
+    dr->status = R_FAILED;
+    dr->reason = strdup(reason);
+    if (!dr->conn) reply_free(dr);
+}
+
+/* Hands one spooled record to the producer; its delivery opaque is its reply in delivered mode,
+ * otherwise its spool ref. rec->value moves to the producer unless the queue is full. */
+static pbd_send_result_t produce(pbd_server_t *s, pbd_record_t *rec, reply_t *dr, void *ref) {
+    char reason[256];
+    pbd_send_result_t r = pbd_producer_send(s->producer, rec, dr ? (void *)dr : ref, reason, sizeof reason);
+    if (r == PBD_SEND_FULL) return r;
+    pbsp_advance(s->spool);
+    if (r == PBD_SEND_ERROR) {
+        pbm_delivery(s->metrics, RD_KAFKA_RESP_ERR__FAIL);
+        refused(s, dr, ref, rec->value, rec->value_len, reason);
+        free(rec->value);
+    }
+    return r;
+}
+
+static void unsent_push(pbd_server_t *s, reply_t *r, int at_head) {
+    if (at_head) {
+        r->next_unsent = s->unsent_head;
+        s->unsent_head = r;
+        if (!s->unsent_tail) s->unsent_tail = r;
+        return;
+    }
+    r->next_unsent = NULL;
+    if (s->unsent_tail) s->unsent_tail->next_unsent = r;
+    else s->unsent_head = r;
+    s->unsent_tail = r;
+}
+
+static reply_t *unsent_pop(pbd_server_t *s, uint64_t spool_seq) {
+    reply_t *r = s->unsent_head;
+    if (!r || r->spool_seq != spool_seq) return NULL;
+    s->unsent_head = r->next_unsent;
+    if (!s->unsent_head) s->unsent_tail = NULL;
+    r->next_unsent = NULL;
+    return r;
+}
+
+/* Hands records that are only in the spool (recovered at start, or spooled while the producer's
+ * queue was full) to the producer, oldest first, until its queue is full. */
+static void pump(pbd_server_t *s) {
+    pbd_record_t rec;
+    void *ref;
+    uint64_t seq;
+    char err[256];
+    for (;;) {
+        int got = pbsp_peek(s->spool, &rec, &ref, &seq, err, sizeof err);
+        if (got < 0) {
+            time_t now = time(NULL);
+            if (now - s->spool_logged >= 10) PBLOG_E("spool.read", "%s; retrying", err);
+            s->spool_logged = now;
+        }
+        if (got <= 0) return;
+        reply_t *dr = unsent_pop(s, seq);
+        if (produce(s, &rec, dr, ref) == PBD_SEND_FULL) {
+            free(rec.value);
+            if (dr) unsent_push(s, dr, 1);
+            return;
+        }
+        if (s->replay_left && --s->replay_left == 0)
+            PBLOG_I("spool.replayed", "every record recovered from the spool was handed to the producer in %lld ms",
+                    (long long)(mono_ms() - s->replay_started_ms));
+    }
+}
+
+/* Spools the pending record and, when nothing spooled waits before it, hands it straight to the
+ * producer from memory. Returns 0 if taken (or refused for good), 1 if the spool is full. */
 static int send_pending(pbd_server_t *s, conn_t *c) {
     char reason[256];
-    /* Only delivered mode waits for the report; otherwise the reply is written before it comes. */
-    void *opaque = c->ack == ACK_DELIVERED ? c->pending_reply : NULL;
-    pbd_send_result_t r = pbd_producer_send(s->producer, &c->pending, opaque, reason, sizeof reason);
-    if (r == PBD_SEND_FULL) return 1;
+    pbsp_ticket_t t;
+    pbsp_status_t st = pbsp_append(s->spool, &c->pending, &t, reason, sizeof reason);
+    if (st == PBSP_FULL) return 1;
     reply_t *rep = c->pending_reply;
-    if (r == PBD_SEND_OK) {
+    if (st == PBSP_OK) {
+        s->spool_dirty = 1;
         s->stats.accepted++;
         pbm_accepted(s->metrics);
-        if (rep && c->ack == ACK_ACCEPTED) rep->status = R_ACCEPTED;
+        reply_t *dr = c->ack == ACK_DELIVERED ? rep : NULL;
+        if (rep) {
+            rep->spool_seq = t.seq;
+            rep->spool_ref = t.ref;
+            if (c->ack == ACK_ACCEPTED) {
+                rep->status = R_ACCEPTED; /* written once the spool made it durable */
+                s->acks_waiting = 1;
+            }
+        }
+        if (!t.next_to_send || produce(s, &c->pending, dr, t.ref) == PBD_SEND_FULL) {
+            free(c->pending.value); /* the spool has it; pump() sends it later */
+            if (dr) unsent_push(s, dr, 0);
+        }
     } else {
         free(c->pending.value);
         s->stats.rejected++;
@@ -312,7 +436,7 @@ static int send_pending(pbd_server_t *s, conn_t *c) {
     return 0;
 }
 
-/* librdkafka's queue is full: no socket is read until delivery reports make room. */
+/* The spool is full: no socket is read until delivered records make room. */
 static void pause_reading(pbd_server_t *s) {
     if (s->paused) return;
     s->paused = 1;
@@ -320,8 +444,12 @@ static void pause_reading(pbd_server_t *s) {
     pbm_paused(s->metrics);
     time_t now = time(NULL);
     if (now - s->pause_logged >= 10) {
-        PBLOG_I("backpressure", "producer queue full (%d records in flight): reading paused until it drains (%llu pauses so far)",
-                pbd_producer_in_flight(s->producer), (unsigned long long)s->stats.pauses);
+        pbsp_usage_t u;
+        pbsp_get_usage(s->spool, &u);
+        PBLOG_W("backpressure", "spool full (%llu records, %llu bytes; spool.max_bytes %zu%s): reading paused until "
+                "the broker takes records (%llu pauses so far)", (unsigned long long)u.records,
+                (unsigned long long)u.bytes, s->cfg->spool_max_bytes, pbsp_full(s->spool) && u.bytes < s->cfg->spool_max_bytes
+                ? ", or the disk is full" : "", (unsigned long long)s->stats.pauses);
         s->pause_logged = now;
     }
 }
@@ -446,19 +574,21 @@ static void conn_finish_input(pbd_server_t *s, conn_t *c) {
     c->eof = 1;
 }
 
-/* After any change: write replies, close a finished connection, update epoll interest. */
-static void conn_settle(pbd_server_t *s, conn_t *c) {
-    replies_flush(c);
+/* After any change: write replies, close a finished connection, update epoll interest. Returns 1
+ * if the connection was closed (c is freed). */
+static int conn_settle(pbd_server_t *s, conn_t *c) {
+    replies_flush(s, c);
     if (c->gone) c->out_len = 0;
     if (c->out_len && conn_write(s, c) != 0) {
         conn_close(s, c, "writer went away");
-        return;
+        return 1;
     }
     if (c->eof && !c->has_pending && !c->backlog_len && !c->head && !c->out_len) {
         conn_close(s, c, "end of stream");
-        return;
+        return 1;
     }
     conn_update_events(s, c);
+    return 0;
 }
 
 /* The writer closed entirely (EPOLLHUP): take what it sent, stop watching the fd (a hung-up fd
@@ -593,41 +723,32 @@ static void on_accept(pbd_server_t *s) {
 
 /* ---- delivery reports ---- */
 
-static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason) {
+static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason, const void *value,
+                        size_t value_len) {
     pbd_server_t *s = ctx;
     pbm_delivery(s->metrics, err);
-    if (err) {
-        s->stats.failed++;
-        /* Purged on shutdown: the shutdown summary counts them. Otherwise at most 10 a second. */
-        if (err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
-            time_t now = time(NULL);
-            if (now != s->fail_log_sec) {
-                if (s->fail_suppressed) PBLOG_E("record.failed", "%u more failed records were not logged", s->fail_suppressed);
-                s->fail_log_sec = now;
-                s->fail_logged = s->fail_suppressed = 0;
-            }
-            if (s->fail_logged++ < 10) PBLOG_E("record.failed", "a record was not delivered: %s", reason);
-            else s->fail_suppressed++;
-        }
-    } else {
+    /* The opaque is a reply (delivered mode) or a spool ref, whose low bit is set. */
+    reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
+    void *ref = r ? r->spool_ref : opaque;
+    if (!err) {
         s->stats.delivered++;
+        pbsp_retire(s->spool, ref);
+        if (r) r->status = R_DELIVERED;
+    } else if (err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        /* Shutting down: the record stays in the spool and is sent at the next start. */
+        if (r) r->status = R_ACCEPTED;
+    } else {
+        refused(s, r, ref, value, value_len, reason);
+        return; /* refused() settled the reply */
     }
-    reply_t *r = opaque;
-    if (!r) return;
-    if (!r->conn) { /* the writer went away */
-        reply_free(r);
-        return;
-    }
-    r->status = err ? R_FAILED : R_DELIVERED;
-    if (err) r->reason = strdup(reason);
+    if (r && !r->conn) reply_free(r); /* the writer went away */
     /* The owning connection settles in the loop (after serving all reports). */
 }
 
 /* ---- lifecycle ---- */
 
-/* The HTTP endpoint, and a 1 s tick so the loop proves it is alive while idle. Signals are
- * blocked already, so libmicrohttpd's thread inherits the mask. */
-static int start_http(pbd_server_t *s, char *errstr, size_t errstr_size) {
+/* A 1 s tick: the spool's housekeeping, and the loop proves it is alive while idle. */
+static int start_timer(pbd_server_t *s, char *errstr, size_t errstr_size) {
     struct itimerspec every_second = {.it_interval = {1, 0}, .it_value = {1, 0}};
     s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (s->timer_fd < 0 || timerfd_settime(s->timer_fd, 0, &every_second, NULL) != 0 ||
@@ -635,6 +756,44 @@ static int start_http(pbd_server_t *s, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "timerfd: %s", strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+static void publish_spool(pbd_server_t *s) {
+    pbsp_usage_t u;
+    pbsp_get_usage(s->spool, &u);
+    pbm_set_spool(s->metrics, u.bytes, u.records, pbsp_full(s->spool), u.set_aside);
+}
+
+/* Opens the spool (its lock keeps a second daemon out) and reports what it recovered. */
+static int open_spool(pbd_server_t *s, char *errstr, size_t errstr_size) {
+    const pbd_config_t *cfg = s->cfg;
+    pbsp_options_t o = {.dir = cfg->spool_dir,
+                        .fsync = (pbsp_fsync_t)pbsp_fsync_parse(cfg->spool_fsync),
+                        .fsync_interval_ms = cfg->spool_fsync_interval_ms,
+                        .max_bytes = cfg->spool_max_bytes,
+                        .segment_bytes = cfg->spool_segment_bytes};
+    pbsp_recovery_t rec;
+    if (!(s->spool = pbsp_open(&o, &rec, errstr, errstr_size))) return -1;
+    if (rec.records || rec.torn_bytes || rec.corrupt)
+        PBLOG_I("spool.recovered", "spool.dir '%s': %llu undelivered records in %llu segments to replay before new ones "
+                "(%llu torn bytes cut, %llu damaged records moved aside; scanned in %lld ms)", cfg->spool_dir,
+                (unsigned long long)rec.records, (unsigned long long)rec.segments, (unsigned long long)rec.torn_bytes,
+                (unsigned long long)rec.corrupt, (long long)rec.elapsed_ms);
+    s->replay_left = rec.records;
+    s->replay_started_ms = mono_ms();
+    pbm_replaying(s->metrics, rec.records);
+    publish_spool(s);
+    int fd = pbsp_event_fd(s->spool);
+    if (fd >= 0 && epoll_set(s, EPOLL_CTL_ADD, fd, EPOLLIN, &tag_spool) != 0) {
+        snprintf(errstr, errstr_size, "epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The HTTP endpoint. Signals are blocked already, so libmicrohttpd's thread inherits the mask. */
+static int start_http(pbd_server_t *s, char *errstr, size_t errstr_size) {
     s->http = pbd_http_start(s->cfg->http_listen, s->metrics, errstr, errstr_size);
     if (!s->http) return -1;
     PBLOG_I("http.listen", "serving /metrics, /healthz and /readyz on %s (port %d)", s->cfg->http_listen,
@@ -670,6 +829,7 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
         goto fail;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (open_spool(s, errstr, errstr_size) != 0 || start_timer(s, errstr, errstr_size) != 0) goto fail;
     s->producer = pbd_producer_new(cfg, identity, on_delivery, s, errstr, errstr_size);
     if (!s->producer) goto fail;
     pbd_producer_set_metrics(s->producer, s->metrics);
@@ -692,6 +852,7 @@ fail:
 
 static void serve_producer(pbd_server_t *s) {
     pbd_producer_serve(s->producer);
+    pump(s);
     try_resume(s);
     for (conn_t *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -699,16 +860,51 @@ static void serve_producer(pbd_server_t *s) {
     }
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int held_up(const pbd_server_t *s) {
     for (const conn_t *c = s->conns; c; c = c->next)
         if (c->has_pending || c->backlog_len) return 1;
-    return 0;
+    pbsp_usage_t u;
+    pbsp_get_usage(s->spool, &u);
+    return u.unsent > 0;
+}
+
+/* Accepted replies waiting for durability go out once the spool says so. */
+static void settle_waiting(pbd_server_t *s) {
+    if (!s->acks_waiting) return;
+    s->acks_waiting = 0;
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->head || conn_settle(s, c)) continue;
+        for (reply_t *r = c->head; r && !s->acks_waiting; r = r->next) s->acks_waiting = r->status == R_ACCEPTED;
+    }
+}
+
+/* Ends a batch of appends: writes them and applies the fsync policy. */
+static void spool_commit(pbd_server_t *s) {
+    if (!s->spool_dirty) return;
+    s->spool_dirty = 0;
+    char err[300];
+    if (pbsp_commit(s->spool, err, sizeof err) != PBSP_OK) {
+        time_t now = time(NULL);
+        if (now - s->spool_logged >= 10) {
+            PBLOG_E("spool.write", "%s; records stay in memory, unacknowledged, and reading pauses until it can be "
+                    "written (retried every second)", err);
+            s->spool_logged = now;
+        }
+        pause_reading(s);
+    }
+    settle_waiting(s);
+}
+
+static void on_tick(pbd_server_t *s) {
+    uint64_t ticks;
+    (void)!read(s->timer_fd, &ticks, sizeof ticks);
+    pbsp_tick(s->spool);
+    pump(s);
+    try_resume(s);
+    spool_commit(s);
+    settle_waiting(s);
+    publish_spool(s);
 }
 
 /* Stop: no new writers or bytes; lines already read are still queued; then wait for delivery. */
@@ -726,6 +922,7 @@ static void shutdown_drain(pbd_server_t *s) {
         if (!c->gone) conn_take_sent_input(s, c);
         conn_update_events(s, c);
     }
+    spool_commit(s);
     PBLOG_I("shutdown", "stopping: %d records in flight, waiting up to %d ms for delivery",
             pbd_producer_in_flight(s->producer), s->cfg->flush_timeout_ms);
     int64_t deadline = mono_ms() + s->cfg->flush_timeout_ms;
@@ -735,14 +932,21 @@ static void shutdown_drain(pbd_server_t *s) {
          * writers in ack mode get their replies (best effort: we no longer wait for EPOLLOUT). */
         pbd_producer_flush(s->producer, (int)(left < 100 ? left : 100));
         serve_producer(s);
+        if (s->spool_dirty) spool_commit(s);
+        if (pbsp_event_fd(s->spool) >= 0) pbsp_serve(s->spool);
+        settle_waiting(s);
         pbm_heartbeat(s->metrics, mono_ms());
     }
-    int remaining = pbd_producer_in_flight(s->producer);
     unsigned long held = 0;
     for (conn_t *c = s->conns; c; c = c->next) held += (unsigned long)c->has_pending;
-    if (remaining || held)
-        PBLOG_E("shutdown", "%d records were not delivered before producer.flush_timeout_ms (%d ms)%s", remaining + (int)held,
-                s->cfg->flush_timeout_ms, held ? "; some were never queued" : "");
+    pbsp_usage_t u;
+    pbsp_get_usage(s->spool, &u);
+    if (u.records)
+        PBLOG_W("shutdown", "%llu accepted records were not delivered within producer.flush_timeout_ms (%d ms); they "
+                "stay in spool.dir '%s' and are sent at the next start", (unsigned long long)u.records,
+                s->cfg->flush_timeout_ms, s->cfg->spool_dir);
+    if (held)
+        PBLOG_E("shutdown", "%lu records read from writers could not be spooled (spool full) and were not accepted", held);
     PBLOG_I("shutdown", "stopped: received %llu, rejected %llu, accepted %llu, delivered %llu, failed %llu",
             (unsigned long long)s->stats.received, (unsigned long long)s->stats.rejected,
             (unsigned long long)s->stats.accepted, (unsigned long long)s->stats.delivered,
@@ -770,13 +974,16 @@ int pbd_server_run(pbd_server_t *s) {
             } else if (tag == &tag_producer) {
                 producer_ready = 1;
             } else if (tag == &tag_timer) {
-                uint64_t ticks;
-                (void)!read(s->timer_fd, &ticks, sizeof ticks);
+                on_tick(s);
+            } else if (tag == &tag_spool) {
+                pbsp_serve(s->spool);
+                s->acks_waiting = 1;
             } else if (tag == &tag_signal) {
                 struct signalfd_siginfo si;
                 while (read(s->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
                     if (si.ssi_signo == SIGHUP) {
-                        PBLOG_I("signal", "SIGHUP received; certificate reload is not supported yet");
+                        PBLOG_I("signal", "SIGHUP received: reloading the TLS material");
+                        (void)pbd_producer_reload(s->producer, "SIGHUP"); /* logs and counts the outcome */
                     } else {
                         PBLOG_I("signal", "%s received", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
                         s->stopping = 1;
@@ -791,6 +998,8 @@ int pbd_server_run(pbd_server_t *s) {
             }
         }
         if (producer_ready || s->paused) serve_producer(s);
+        spool_commit(s);
+        settle_waiting(s);
     }
     shutdown_drain(s);
     return 0;
@@ -808,8 +1017,10 @@ void pbd_server_free(pbd_server_t *s) {
     if (!s) return;
     pbd_http_stop(s->http);
     while (s->conns) conn_close(s, s->conns, "shutdown");
-    /* Purged records report through on_delivery, which frees orphaned replies. */
+    /* Purged records report through on_delivery, which frees orphaned replies; they stay spooled. */
     pbd_producer_free(s->producer);
+    while (s->unsent_head) reply_free(unsent_pop(s, s->unsent_head->spool_seq));
+    pbsp_close(s->spool);
     if (s->listener.fd >= 0) {
         close(s->listener.fd);
         pbd_listener_unlink(&s->listener);

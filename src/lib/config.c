@@ -73,3 +73,10 @@ out:
     props_free(tmp);
     return rc;
 }
+
+pb_err_t pb_config_set_log_fn(pb_config_t *conf, pb_log_fn fn, void *opaque) {
+    if (!conf) return PB_ERR_INVALID_ARG;
+    conf->log_fn = fn;
+    conf->log_opaque = fn ? opaque : NULL;
+    return PB_OK;
+}

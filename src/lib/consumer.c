@@ -4,9 +4,11 @@
 
 #include "common/record.h"
 #include "common/tls.h"
+#include "lib/dedup.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +52,9 @@ struct pb_consumer {
     int64_t next_commit_ms;
     pbc_retry_t *retries;
     size_t n_retries;
+    pbdedup_t *dedup; /* consumer.dedup.window; NULL when 0 */
+    pbstats_t stats;
+    pblib_log_t log;
 };
 
 PBTLS_OPAQUE_HEAD_CHECK(struct pb_consumer, tls);
@@ -61,6 +66,15 @@ static int64_t pbc_now_ms(void) {
 }
 
 static void pbc_report(pb_consumer_t *c, pb_err_t code, const char *cause, const pb_message_t *msg) {
+    int auth = code == PB_ERR_AUTHENTICATION || code == PB_ERR_AUTHORIZATION;
+    if (code == PB_ERR_TLS) pbstats_add(&c->stats, PB_STAT_TLS_FAILURES);
+    if (auth) pbstats_add(&c->stats, PB_STAT_AUTH_FAILURES);
+    /* A bad record is logged as record.skipped, without this cause: it may quote the record. */
+    if (code != PB_ERR_PARSE) {
+        pblog_field_t f[] = {{.key = "code", .str = pb_err_name(code)}};
+        pblib_log(&c->log, code == PB_ERR_TLS || auth ? PBLOG_ERROR : PBLOG_WARN, "consumer.error", f, 1,
+                  "%s", cause);
+    }
     if (c->on_error) c->on_error(code, cause, msg, c->opaque);
 }
 
@@ -89,9 +103,42 @@ static void pbc_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
     pbc_report(c, code, text, NULL);
 }
 
+/* With a log function, librdkafka's lines are forwarded to the consumer queue (log.queue) and this
+ * runs in poll/run/close; without one it may run on librdkafka's threads and does nothing: a library
+ * does not write to stderr on its own, and errors reach on_error through error_cb. */
 static void pbc_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    /* A library does not write to stderr on its own; errors reach on_error through error_cb. */
-    (void)rk, (void)level, (void)fac, (void)buf;
+    pb_consumer_t *c = rd_kafka_opaque(rk);
+    if (c && c->log.fn) pblib_log_kafka(&c->log, level, fac, buf);
+}
+
+/* Runs in poll/run (the statistics event is served from the consumer queue). */
+static int pbc_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+    (void)rk;
+    pb_consumer_t *c = opaque;
+    pbstats_lag_t *lag;
+    size_t n;
+    if (pbstats_parse_lag(json, json_len, &lag, &n) == 0) pbstats_set_lag(&c->stats, lag, n);
+    return 0; /* librdkafka frees json */
+}
+
+/* Counts the result of a commit. librdkafka reports every commit through the commit callback, the
+ * synchronous ones (on revocation, in close) too, so this is called from there only. _NO_OFFSET
+ * means there was nothing new to commit. */
+static void pbc_count_commit(pb_consumer_t *c, rd_kafka_resp_err_t err) {
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    pbstats_add(&c->stats, err ? PB_STAT_COMMIT_FAILURES : PB_STAT_COMMITS);
+}
+
+static void pbc_log_partitions(pb_consumer_t *c, const char *event,
+                               const rd_kafka_topic_partition_list_t *parts, const char *protocol) {
+    if (!pblib_log_on(&c->log, PBLOG_INFO)) return;
+    char list[1024] = "";
+    size_t used = 0;
+    for (int i = 0; i < parts->cnt && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s [%d]", i ? ", " : "",
+                                 parts->elems[i].topic, (int)parts->elems[i].partition);
+    pblog_field_t f[] = {{.key = "count", .num = parts->cnt}, {.key = "protocol", .str = protocol}};
+    pblib_log(&c->log, PBLOG_INFO, event, f, 2, "%s", list);
 }
 
 static rd_kafka_topic_partition_list_t *pbc_one(const char *topic, int32_t partition, int64_t offset) {
@@ -104,6 +151,9 @@ static void pbc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_t
                              void *opaque) {
     pb_consumer_t *c = opaque;
     int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    pbc_log_partitions(
+        c, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions.assigned" : "partitions.revoked", parts,
+        rd_kafka_rebalance_protocol(rk));
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (cooperative) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
@@ -146,7 +196,11 @@ static void pbc_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topi
     (void)rk, (void)offsets;
     pb_consumer_t *c = opaque;
     char cause[512];
+    pbc_count_commit(c, err);
     if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    pblog_field_t f[] = {{.key = "code", .str = rd_kafka_err2name(err)}};
+    pblib_log(&c->log, PBLOG_WARN, "commit.failed", f, 1,
+              "committing offsets failed, retried with the next commit");
     snprintf(cause, sizeof cause, "committing offsets failed: %s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
     pbc_report(c, pbmsg_map_kafka_error(err), cause, NULL);
 }
@@ -167,6 +221,16 @@ static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
+    /* Defaults that kafka.* may change: statistics (for the lag in pb_consumer_stats) every 5 s, and
+     * librdkafka's own log filter at ours, so it does not format lines nobody will see. */
+    const char *log_level = !c->log.fn                    ? "3"
+                            : c->log.level >= PBLOG_DEBUG ? "7"
+                            : c->log.level == PBLOG_INFO  ? "6"
+                                                          : "4";
+    if (pbc_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
+                errstr_size) ||
+        pbc_set(conf, "log_level", log_level, "setting 'log_level'", errstr, errstr_size))
+        goto fail;
     for (size_t i = 0; i < cfg->n_kafka; i++) {
         const pbconf_kafka_prop_t *k = &cfg->kafka[i];
         snprintf(origin, sizeof origin, "%s:%d: key 'kafka.%s'", k->file ? k->file : "-o", k->line, k->property);
@@ -183,6 +247,8 @@ static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg
         {"enable.auto.offset.store", "false"},
         {"enable.partition.eof", "false"},
         {"client.id", "libpredbridge"},
+        /* Log lines are served in poll/run/close, on the application's thread (see pbc_log_cb). */
+        {"log.queue", c->log.fn ? "true" : "false"},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         snprintf(origin, sizeof origin, "setting '%s'", fixed[i][0]);
@@ -196,6 +262,7 @@ static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg
     rd_kafka_conf_set_log_cb(conf, pbc_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, pbc_rebalance_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, pbc_commit_cb);
+    rd_kafka_conf_set_stats_cb(conf, pbc_stats_cb);
     return conf;
 fail:
     rd_kafka_conf_destroy(conf);
@@ -212,6 +279,8 @@ static void pbc_take_settings(pb_consumer_t *c, pbd_config_t *cfg) {
     c->retry_backoff_ms = cfg->retry_backoff_ms;
     c->commit_interval_ms = cfg->commit_interval_ms;
     c->next_commit_ms = pbc_now_ms() + c->commit_interval_ms;
+    c->log.level = cfg->log_level;
+    c->log.format = cfg->log_format;
 }
 
 static pb_err_t pbc_subscribe(pb_consumer_t *c, const pbd_config_t *cfg, char *errstr, size_t errstr_size) {
@@ -247,10 +316,14 @@ pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_pred
     if (!(c = calloc(1, sizeof *c))) goto fail_nomem;
     c->queue_fd = c->stop_fd = -1;
     atomic_init(&c->stopped, 0);
+    pbstats_init(&c->stats);
     c->on_prediction = on_prediction;
     c->on_error = on_error;
     c->opaque = opaque;
+    c->log.fn = conf->log_fn;
+    c->log.opaque = conf->log_opaque;
     pbc_take_settings(c, &cfg);
+    if (cfg.dedup_window > 0 && !(c->dedup = pbdedup_new((size_t)cfg.dedup_window))) goto fail_nomem;
     c->queue_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->queue_fd < 0 || c->stop_fd < 0) {
@@ -264,11 +337,16 @@ pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_pred
     }
     kconf = NULL; /* owned by rk */
     rd_kafka_poll_set_consumer(c->rk);
+    if (c->log.fn) rd_kafka_set_log_queue(c->rk, NULL); /* the main queue, which is the consumer queue now */
     c->queue = rd_kafka_queue_get_consumer(c->rk);
     if (!c->queue) goto fail_nomem;
     static const uint64_t one = 1;
     rd_kafka_queue_io_event_enable(c->queue, c->queue_fd, &one, sizeof one);
     if (pbc_subscribe(c, &cfg, errstr, errstr_size) != PB_OK) goto fail;
+    pblog_field_t f[] = {{.key = "group", .str = cfg.group_id},
+                         {.key = "dedup_window", .num = cfg.dedup_window}};
+    pblib_log(&c->log, PBLOG_INFO, "consumer.started", f, 2, "subscribed to %zu topic(s), librdkafka %s",
+              cfg.n_topics, rd_kafka_version_str());
     pbd_config_free(&cfg);
     return c;
 
@@ -359,6 +437,69 @@ static void pbc_store(pb_consumer_t *c, const rd_kafka_message_t *m) {
     if (err && err != RD_KAFKA_RESP_ERR__STATE) pbc_report(c, PB_ERR_BROKER, rd_kafka_err2str(err), NULL);
 }
 
+/* Logs an event about one record: topic, partition, offset and one more field (NULL: none). */
+static void pbc_log_record(pb_consumer_t *c, pblog_level_t level, const char *event,
+                           const rd_kafka_message_t *m, const char *topic, const pblog_field_t *extra,
+                           const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void pbc_log_record(pb_consumer_t *c, pblog_level_t level, const char *event,
+                           const rd_kafka_message_t *m, const char *topic, const pblog_field_t *extra,
+                           const char *fmt, ...) {
+    if (!pblib_log_on(&c->log, level)) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pblog_field_t f[] = {{.key = "topic", .str = topic},
+                         {.key = "partition", .num = m->partition},
+                         {.key = "offset", .num = m->offset},
+                         extra ? *extra : (pblog_field_t){0}};
+    pblib_log(&c->log, level, event, f, 4, "%s", msg);
+}
+
+static pb_stat_t pbc_skip_stat(pbrec_status_t st) {
+    switch (st) {
+    case PBREC_NOT_JSON:
+        return PB_STAT_SKIPPED_NOT_JSON;
+    case PBREC_NOT_OBJECT:
+        return PB_STAT_SKIPPED_NOT_OBJECT;
+    case PBREC_INVALID_UTF8:
+        return PB_STAT_SKIPPED_INVALID_UTF8;
+    case PBREC_MISSING_FIELD:
+        return PB_STAT_SKIPPED_MISSING_FIELD;
+    case PBREC_BAD_FIELD:
+        return PB_STAT_SKIPPED_BAD_FIELD;
+    case PBREC_TOO_LARGE:
+    case PBREC_OK:
+        break;
+    }
+    return PB_STAT_SKIPPED_TOO_LARGE;
+}
+
+/* A record that is not a valid prediction: reported, counted, and committed (it never gets better). */
+static void pbc_skip(pb_consumer_t *c, const rd_kafka_message_t *m, const char *topic,
+                     const pb_message_t *view, pbrec_status_t st, const char *reason) {
+    char cause[700];
+    pbstats_add(&c->stats, PB_STAT_SKIPPED);
+    pbstats_add(&c->stats, pbc_skip_stat(st));
+    /* The log line names the reason's kind, not its text: jansson's text can quote the record. */
+    pblog_field_t why = {.key = "reason", .str = pbrec_status_name(st)};
+    pbc_log_record(c, PBLOG_WARN, "record.skipped", m, topic, &why, "not a valid prediction; skipped");
+    snprintf(cause, sizeof cause, "%s [%d] offset %lld: %s (%s); skipped", topic, (int)m->partition,
+             (long long)m->offset, reason, pbrec_status_name(st));
+    pbc_report(c, PB_ERR_PARSE, cause, view);
+    pbc_store(c, m);
+}
+
+/* A valid prediction whose pb-id is in the window: committed without delivery, counted. */
+static void pbc_duplicate(pb_consumer_t *c, const rd_kafka_message_t *m, const char *topic, const char *id) {
+    pbstats_add(&c->stats, PB_STAT_DUPLICATES);
+    pblog_field_t f = {.key = "id", .str = id};
+    pbc_log_record(c, PBLOG_DEBUG, "record.duplicate", m, topic, &f,
+                   "duplicate pb-id; committed, not delivered");
+    pbc_store(c, m);
+}
+
 static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
     if (m->err) {
@@ -370,9 +511,17 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
         return;
     }
     if (pbc_retry_blocks(c, m, topic)) return;
+    pbstats_add(&c->stats, PB_STAT_RECEIVED);
     rd_kafka_timestamp_type_t tstype;
     int64_t ts = rd_kafka_message_timestamp(m, &tstype);
     struct pb_message view;
+    pbmsg_fill(&view, topic, m->partition, m->offset, tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
+               m->payload, m->len, m->key, m->key_len, NULL, NULL, 0);
+    pbmsg_set_source(&view, m); /* headers parsed only if the application (or dedup) asks */
+    /* The record's id, and the window's memory its lookup needs loading while the record is validated. */
+    const char *id = c->dedup ? pb_message_id(&view) : NULL;
+    pbdedup_key_t key = id ? pbdedup_key(id, strlen(id)) : (pbdedup_key_t){0};
+    if (id) pbdedup_prefetch(c->dedup, &key);
     json_t *json = NULL;
     char reason[512] = "";
     pbrec_status_t st = PBREC_TOO_LARGE;
@@ -382,24 +531,32 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
                          &json, model_version, sizeof model_version, reason, sizeof reason);
     else
         snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len, c->max_bytes);
-    pbmsg_fill(&view, topic, m->partition, m->offset, tstype == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? -1 : ts,
-               m->payload, m->len, m->key, m->key_len, NULL, json, st == PBREC_OK);
-    pbmsg_set_source(&view, m); /* headers parsed only if the application asks */
+    view.json = json;
+    view.valid = st == PBREC_OK;
     if (st == PBREC_OK) memcpy(view.model_version, model_version, sizeof model_version);
     if (st != PBREC_OK) {
-        char cause[700];
-        snprintf(cause, sizeof cause, "%s [%d] offset %lld: %s (%s); skipped", topic, (int)m->partition,
-                 (long long)m->offset, reason, pbrec_status_name(st));
-        pbc_report(c, PB_ERR_PARSE, cause, &view);
-        pbc_store(c, m); /* a bad record never gets better: skip it for good */
+        pbc_skip(c, m, topic, &view, st, reason);
         return;
     }
+    /* The id is looked up before the call and remembered only after PB_COMMIT, so a retried
+     * message is delivered again rather than taken for its own duplicate. */
+    if (id && pbdedup_contains(c->dedup, &key)) {
+        pbc_duplicate(c, m, topic, id);
+        json_decref(view.json);
+        return;
+    }
+    pbstats_add(&c->stats, PB_STAT_DELIVERED);
     pb_action_t action = c->on_prediction(&view, c->opaque);
     json_decref(view.json); /* parsed by the validation or lazily by the application, or NULL */
-    if (action == PB_RETRY)
+    if (action == PB_RETRY) {
+        pbstats_add(&c->stats, PB_STAT_RETRIED);
+        pbc_log_record(c, PBLOG_DEBUG, "record.retry", m, topic, NULL, "retry after %d ms",
+                       c->retry_backoff_ms);
         pbc_retry_start(c, m, topic);
-    else
+    } else {
+        if (id) pbdedup_insert(c->dedup, &key);
         pbc_store(c, m);
+    }
 }
 
 /* Dispatches what is queued, up to a batch. Returns the number of queue entries served. */
@@ -489,6 +646,15 @@ pb_err_t pb_consumer_close(pb_consumer_t *c, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "leaving the group failed: %s", rd_kafka_err2str(err));
         rc = pbmsg_map_kafka_error(err);
     }
+    if (pblib_log_on(&c->log, PBLOG_INFO)) {
+        pb_stats_t *st = pbstats_snapshot(&c->stats);
+        pblog_field_t f[] = {{.key = "received", .num = (long long)pb_stats_get(st, PB_STAT_RECEIVED)},
+                             {.key = "delivered", .num = (long long)pb_stats_get(st, PB_STAT_DELIVERED)},
+                             {.key = "duplicates", .num = (long long)pb_stats_get(st, PB_STAT_DUPLICATES)},
+                             {.key = "skipped", .num = (long long)pb_stats_get(st, PB_STAT_SKIPPED)}};
+        pblib_log(&c->log, PBLOG_INFO, "consumer.closed", f, 4, "%s", rc == PB_OK ? "closed" : errstr);
+        pb_stats_destroy(st);
+    }
     return rc;
 }
 
@@ -503,6 +669,8 @@ void pb_consumer_destroy(pb_consumer_t *c) {
         rd_kafka_destroy_flags(c->rk, c->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     pbtls_verifier_free(c->tls.verifier);
+    pbdedup_free(c->dedup);
+    pbstats_destroy(&c->stats);
     for (size_t i = 0; i < c->n_retries; i++)
         free(c->retries[i].topic);
     free(c->retries);
@@ -512,4 +680,8 @@ void pb_consumer_destroy(pb_consumer_t *c) {
     if (c->queue_fd >= 0) close(c->queue_fd);
     if (c->stop_fd >= 0) close(c->stop_fd);
     free(c);
+}
+
+pb_stats_t *pb_consumer_stats(pb_consumer_t *c) {
+    return c ? pbstats_snapshot(&c->stats) : NULL;
 }

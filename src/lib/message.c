@@ -54,13 +54,20 @@ static rd_kafka_headers_t *msg_headers(const pb_message_t *msg) {
     return m->headers;
 }
 
-static void msg_ids(const pb_message_t *msg) {
+/* Bits of ids_loaded: which header texts were looked up (each on first use: the consumer asks every
+ * message for its id, few applications for the producer). */
+#define MSG_ID_LOADED 1
+#define MSG_PRODUCER_LOADED 2
+
+static void msg_ids(const pb_message_t *msg, int which) {
     struct pb_message *m = (struct pb_message *)msg;
-    if (m->ids_loaded) return;
+    if (m->ids_loaded & which) return;
     rd_kafka_headers_t *h = msg_headers(msg);
-    m->id = header_text(h, "pb-id", m->id_buf, sizeof m->id_buf);
-    m->producer = header_text(h, "pb-producer", m->producer_buf, sizeof m->producer_buf);
-    m->ids_loaded = 1;
+    if (which == MSG_ID_LOADED)
+        m->id = header_text(h, "pb-id", m->id_buf, sizeof m->id_buf);
+    else
+        m->producer = header_text(h, "pb-producer", m->producer_buf, sizeof m->producer_buf);
+    m->ids_loaded |= which;
 }
 
 pb_err_t pbmsg_map_kafka_error(rd_kafka_resp_err_t err) {
@@ -123,13 +130,13 @@ const char *pb_message_model_version(const pb_message_t *msg) {
 
 const char *pb_message_id(const pb_message_t *msg) {
     if (!msg) return NULL;
-    msg_ids(msg);
+    msg_ids(msg, MSG_ID_LOADED);
     return msg->id;
 }
 
 const char *pb_message_producer(const pb_message_t *msg) {
     if (!msg) return NULL;
-    msg_ids(msg);
+    msg_ids(msg, MSG_PRODUCER_LOADED);
     return msg->producer;
 }
 

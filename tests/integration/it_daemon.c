@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -380,9 +381,9 @@ static void test_daemon_replaces_stale_socket_but_not_a_live_one(void **state) {
     struct stat st;
     assert_int_equal(stat(d.socket_path, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0660); /* the default socket.mode */
-    /* A second daemon on the same path must not disturb the first. */
+    /* A second daemon on the same path (with a spool of its own) must not disturb the first. */
     char out[8192], args[1200];
-    snprintf(args, sizeof args, "--config '%s'", d.config);
+    snprintf(args, sizeof args, "--config '%s' -o 'spool.dir=%s/spool2'", d.config, d.dir);
     assert_int_equal(itest_daemon_run(args, out, sizeof out), 1);
     if (!strstr(out, "in use by a running process")) fail_msg("unexpected output: %s", out);
     int fd = itest_connect(d.socket_path);
@@ -480,8 +481,9 @@ static void test_daemon_full_queue_pauses_reading_and_loses_nothing(void **state
     char topic[256];
     new_topic(topic, sizeof topic, 3);
     itest_daemon_t d;
-    /* A tiny librdkafka queue: it fills all the time, so reading pauses and resumes often. */
-    itest_daemon_config(&d, topic, "kafka.queue.buffering.max.messages = 50");
+    /* A tiny librdkafka queue drains slowly into a tiny spool: it fills all the time, so reading
+     * pauses and resumes often. */
+    itest_daemon_config(&d, topic, "kafka.queue.buffering.max.messages = 50\nspool.max_bytes = 64k");
     assert_int_equal(itest_daemon_start(&d, NULL), 0);
     pthread_t th[4];
     struct writer_arg args[4];
@@ -519,18 +521,29 @@ static double cpu_seconds(int pid) {
 static void test_daemon_paused_on_unreachable_broker_does_not_spin(void **state) {
     (void)state;
     itest_daemon_t d;
-    /* Nothing listens on port 1: nothing drains, so the queue stays full. */
+    /* Nothing listens on port 1: nothing drains, so the spool stays full. */
     itest_daemon_config(&d, "predictions-nowhere",
                         "bootstrap.servers = 127.0.0.1:1\nkafka.queue.buffering.max.messages = 20\n"
-                        "producer.flush_timeout_ms = 0");
+                        "producer.flush_timeout_ms = 0\nspool.max_bytes = 64k");
     assert_int_equal(itest_daemon_start(&d, NULL), 0);
     int fd = itest_connect(d.socket_path);
     assert_true(fd >= 0);
-    char line[128];
-    for (int i = 0; i < 200; i++) {
-        int n = snprintf(line, sizeof line, "{\"model_version\":\"p\",\"prediction\":%d}\n", i);
-        assert_int_equal(itest_write_all(fd, line, (size_t)n), 0);
+    /* More than the 64 KiB spool holds. Once reading pauses the socket fills: write without
+     * blocking, waiting for room while the daemon still reads, and stop when it no longer does. */
+    char *buf = malloc(2000 * 64), *p = buf;
+    for (int i = 0; i < 2000; i++) p += sprintf(p, "{\"model_version\":\"p\",\"prediction\":%d}\n", i);
+    assert_int_equal(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+    for (size_t off = 0, len = (size_t)(p - buf); off < len;) {
+        ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        assert_true(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        struct pollfd pw = {.fd = fd, .events = POLLOUT};
+        if (poll(&pw, 1, 2000) == 0) break; /* the daemon stopped reading */
     }
+    free(buf);
     assert_true(itest_daemon_log_wait(&d, "reading paused", 10000));
     /* Measure over a fixed window: a spinning loop would burn about the whole window. */
     double before = cpu_seconds(d.pid);

@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* ---- a tiny HTTP client: GET over a socket, HTTP/1.0 so the server closes when done ---- */
+/* ---- the HTTP endpoint (itest.h does the work) ---- */
 
 typedef struct http_reply {
     int status;
@@ -29,37 +29,7 @@ typedef struct http_reply {
 } http_reply_t;
 
 static int http_request(int port, const char *method, const char *path, http_reply_t *r) {
-    memset(r, 0, sizeof *r);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    char req[512];
-    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
-    if (itest_write_all(fd, req, (size_t)n) != 0) {
-        close(fd);
-        return -1;
-    }
-    static char raw[sizeof r->body + 4096];
-    size_t len = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 10000) <= 0) break; /* a deadline, not a delay: the server answers at once */
-        ssize_t got = read(fd, raw + len, sizeof raw - 1 - len);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) break;
-        len += (size_t)got;
-        if (len == sizeof raw - 1) break;
-    }
-    close(fd);
-    raw[len] = '\0';
-    if (sscanf(raw, "HTTP/1.%*d %d", &r->status) != 1) return -1;
-    const char *body = strstr(raw, "\r\n\r\n");
-    if (body) snprintf(r->body, sizeof r->body, "%s", body + 4);
-    return 0;
+    return itest_http_request(port, method, path, &r->status, r->body, sizeof r->body);
 }
 
 static http_reply_t *get(int port, const char *path) {
@@ -68,13 +38,8 @@ static http_reply_t *get(int port, const char *path) {
     return &r;
 }
 
-/* The value of one sample line ("name{labels}") of the exposition, or -1 if absent. */
 static long long sample(const char *text, const char *series) {
-    size_t n = strlen(series);
-    for (const char *p = text; (p = strstr(p, series)); p++) {
-        if ((p == text || p[-1] == '\n') && p[n] == ' ') return atoll(p + n + 1);
-    }
-    return -1;
+    return itest_metric(text, series);
 }
 
 static void expect_sample(const char *text, const char *series, long long want) {
@@ -82,31 +47,8 @@ static void expect_sample(const char *text, const char *series, long long want) 
     if (got != want) fail_msg("%s is %lld, expected %lld; exposition:\n%s", series, got, want, text);
 }
 
-/* ---- predbridged with the HTTP endpoint ---- */
-
-/* Starts the daemon with http.listen on a free loopback port (logged) and returns that port. */
 static int start_with_http(itest_daemon_t *d, const char *topic, const char *extra) {
-    char lines[2048];
-    snprintf(lines, sizeof lines, "http.listen = 127.0.0.1:0\nkafka.statistics.interval.ms = 500\n%s",
-             extra ? extra : "");
-    itest_daemon_config(d, topic, lines);
-    int st = -1;
-    if (itest_daemon_start(d, &st) != 0) {
-        itest_system("cat '%s' >&2", d->log_path);
-        fail_msg("predbridged did not start (status %d)", st);
-    }
-    assert_true(itest_daemon_log_wait(d, "(port ", 10000)); /* text or JSON log */
-    FILE *f = fopen(d->log_path, "r");
-    assert_non_null(f);
-    char line[4096];
-    int port = -1;
-    while (port < 0 && fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "(port ");
-        if (strstr(line, "http.listen") && p) port = atoi(p + 6);
-    }
-    fclose(f);
-    assert_true(port > 0);
-    return port;
+    return itest_daemon_start_http(d, topic, extra);
 }
 
 static void new_topic(char *topic, size_t size) {
@@ -437,16 +379,6 @@ static void test_metrics_principal_without_write_acl_counts_authorization_and_is
 
 /* ---- secrets ---- */
 
-static int file_has(const char *path, const char *needle) {
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    static char text[1 << 22];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    return strstr(text, needle) != NULL;
-}
-
 static void test_metrics_no_private_key_or_passphrase_in_logs_or_metrics(void **state) {
     (void)state;
     char topic[256], extra[2048], key[700], pass[700];
@@ -500,21 +432,11 @@ static void test_metrics_no_private_key_or_passphrase_in_logs_or_metrics(void **
 
     /* Neither the passphrase nor any part of either key's PEM text appears. */
     const char *files[] = {d2.log_path, mpath};
+    const char *keys[] = {key, itest_cert("predbridged.key")};
     for (int i = 0; i < 2; i++) {
-        if (file_has(files[i], secret)) fail_msg("%s contains the passphrase", files[i]);
-        if (file_has(files[i], "PRIVATE KEY")) fail_msg("%s contains a PEM private key marker", files[i]);
-        const char *keys[] = {key, itest_cert("predbridged.key")};
         for (int k = 0; k < 2; k++) {
-            FILE *kf = fopen(keys[k], "r");
-            assert_non_null(kf);
-            char kl[256];
-            while (fgets(kl, sizeof kl, kf)) {
-                kl[strcspn(kl, "\r\n")] = '\0';
-                if (strlen(kl) < 16 || kl[0] == '-') continue;
-                kl[16] = '\0'; /* any 16 characters of base64 key material */
-                if (file_has(files[i], kl)) fail_msg("%s contains key material '%s'", files[i], kl);
-            }
-            fclose(kf);
+            const char *leak = itest_secret_in(files[i], keys[k], secret);
+            if (leak) fail_msg("%s contains %s", files[i], leak);
         }
     }
     itest_system("rm -rf '%s'", d.dir);

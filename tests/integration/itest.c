@@ -61,6 +61,7 @@ const itest_env_t *itest_env(void) {
         if (!strcmp(k, "PB_BOOTSTRAP")) copy_value(g_env.bootstrap, sizeof g_env.bootstrap, v);
         else if (!strcmp(k, "PB_BOOTSTRAP_TLS12")) copy_value(g_env.bootstrap_tls12, sizeof g_env.bootstrap_tls12, v);
         else if (!strcmp(k, "PB_BOOTSTRAP_BADHOST")) copy_value(g_env.bootstrap_badhost, sizeof g_env.bootstrap_badhost, v);
+        else if (!strcmp(k, "PB_BOOTSTRAP_REVOKED")) copy_value(g_env.bootstrap_revoked, sizeof g_env.bootstrap_revoked, v);
         else if (!strcmp(k, "PB_CERT_DIR")) copy_value(g_env.cert_dir, sizeof g_env.cert_dir, v);
         else if (!strcmp(k, "PB_TOPIC")) copy_value(g_env.topic, sizeof g_env.topic, v);
     }
@@ -285,6 +286,7 @@ void itest_daemon_config(itest_daemon_t *d, const char *topic, const char *extra
     if (!KEY_SET("tls.cert")) fprintf(f, "tls.cert = %s/predbridged.crt\n", e->cert_dir);
     if (!KEY_SET("tls.key")) fprintf(f, "tls.key = %s/predbridged.key\n", e->cert_dir);
     if (!KEY_SET("log.level")) fprintf(f, "log.level = info\n");
+    if (!KEY_SET("spool.dir")) fprintf(f, "spool.dir = %s/spool\n", d->dir);
 #undef KEY_SET
     if (extra_lines) fprintf(f, "%s\n", extra_lines);
     fclose(f);
@@ -381,15 +383,26 @@ int itest_daemon_start(itest_daemon_t *d, int *status) {
     return rc;
 }
 
-int itest_daemon_run(const char *args, char *out, size_t out_size) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", daemon_path(), args);
+int itest_run(char *out, size_t out_size, const char *fmt, ...) {
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd - 5, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof cmd - 5) die("command too long: %.80s...", cmd);
+    strcat(cmd, " 2>&1");
     FILE *p = popen(cmd, "r");
     if (!p) die("popen: %s", strerror(errno));
-    size_t n = fread(out, 1, out_size - 1, p);
-    out[n] = '\0';
+    size_t got = fread(out, 1, out_size - 1, p);
+    out[got] = '\0';
+    while (fgetc(p) != EOF) { /* the rest, so the command is not killed by SIGPIPE */
+    }
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int itest_daemon_run(const char *args, char *out, size_t out_size) {
+    return itest_run(out, out_size, "'%s' %s", daemon_path(), args);
 }
 
 int itest_daemon_stop(itest_daemon_t *d, int timeout_ms) {
@@ -509,4 +522,107 @@ void itest_records_free(itest_record_t *r, size_t n) {
         free(r[i].key);
     }
     free(r);
+}
+
+/* ---- predbridged's HTTP endpoint, and what its logs must not contain ---- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+int itest_http_request(int port, const char *method, const char *path, int *status, char *body, size_t body_size) {
+    *status = 0;
+    body[0] = '\0';
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", method, path);
+    if (itest_write_all(fd, req, (size_t)n) != 0) {
+        close(fd);
+        return -1;
+    }
+    static char raw[65536 + 4096];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0) break; /* a deadline, not a delay: the server answers at once */
+        ssize_t got = read(fd, raw + len, sizeof raw - 1 - len);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        len += (size_t)got;
+        if (len == sizeof raw - 1) break;
+    }
+    close(fd);
+    raw[len] = '\0';
+    if (sscanf(raw, "HTTP/1.%*d %d", status) != 1) return -1;
+    const char *b = strstr(raw, "\r\n\r\n");
+    if (b) snprintf(body, body_size, "%s", b + 4);
+    return 0;
+}
+
+long long itest_metric(const char *text, const char *series) {
+    size_t n = strlen(series);
+    for (const char *p = text; (p = strstr(p, series)); p++) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') return atoll(p + n + 1);
+    }
+    return -1;
+}
+
+int itest_daemon_start_http(itest_daemon_t *d, const char *topic, const char *extra) {
+    char lines[4096];
+    snprintf(lines, sizeof lines, "http.listen = 127.0.0.1:0\nkafka.statistics.interval.ms = 500\n%s",
+             extra ? extra : "");
+    itest_daemon_config(d, topic, lines);
+    int st = -1;
+    if (itest_daemon_start(d, &st) != 0) {
+        itest_system("cat '%s' >&2", d->log_path);
+        die("predbridged did not start (status %d)", st);
+    }
+    if (!itest_daemon_log_wait(d, "(port ", 10000)) die("predbridged did not log its HTTP port"); /* text or JSON */
+    FILE *f = fopen(d->log_path, "r");
+    if (!f) die("cannot read %s: %s", d->log_path, strerror(errno));
+    char line[4096];
+    int port = -1;
+    while (port < 0 && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "(port ");
+        if (strstr(line, "http.listen") && p) port = atoi(p + 6);
+    }
+    fclose(f);
+    if (port <= 0) die("no HTTP port in %s", d->log_path);
+    return port;
+}
+
+static int file_has(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("cannot read %s: %s", path, strerror(errno));
+    static char text[1 << 22];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return strstr(text, needle) != NULL;
+}
+
+const char *itest_secret_in(const char *path, const char *key_file, const char *passphrase) {
+    static char found[128];
+    if (passphrase && file_has(path, passphrase)) return "the passphrase";
+    if (file_has(path, "PRIVATE KEY")) return "a PEM private key marker";
+    FILE *kf = key_file ? fopen(key_file, "r") : NULL;
+    if (key_file && !kf) die("cannot read %s: %s", key_file, strerror(errno));
+    char kl[256];
+    while (kf && fgets(kl, sizeof kl, kf)) {
+        kl[strcspn(kl, "\r\n")] = '\0';
+        if (strlen(kl) < 16 || kl[0] == '-') continue;
+        kl[16] = '\0'; /* any 16 characters of base64 key material */
+        if (file_has(path, kl)) {
+            snprintf(found, sizeof found, "key material '%.16s'", kl);
+            fclose(kf);
+            return found;
+        }
+    }
+    if (kf) fclose(kf);
+    return NULL;
 }

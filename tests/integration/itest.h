@@ -14,6 +14,7 @@ typedef struct itest_env {
     char cert_dir[1024];
     char topic[256];
     char local_dir[1024];
+    char bootstrap_revoked[256]; /* certificate revoked by cert_dir/revoked.crl; "" if absent */
 } itest_env_t;
 
 /* Reads $PB_LOCAL_DIR/broker.env (default: <source>/.local). Fails the test if absent. */
@@ -53,6 +54,10 @@ int64_t itest_now_ms(void);
 
 /* Runs a shell command, returns its exit status (or -1). */
 int itest_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs a shell command with stderr joined to stdout, which goes into out (truncated to fit); returns
+ * its exit status (or -1). */
+int itest_run(char *out, size_t out_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif
 
@@ -107,3 +112,21 @@ typedef struct itest_record {
  * passed; returns the records (caller frees with itest_records_free) and their count in *n. */
 itest_record_t *itest_consume(const char *topic, size_t want, int timeout_ms, size_t *n);
 void itest_records_free(itest_record_t *r, size_t n);
+
+/* ---- predbridged's HTTP endpoint, and what its logs must not contain ---- */
+
+/* Like itest_daemon_config + itest_daemon_start, with http.listen on a free loopback port (the one it
+ * logs is returned) and librdkafka statistics every 500 ms, then extra (config lines, may be NULL).
+ * Exits the test if the daemon does not start. */
+int itest_daemon_start_http(itest_daemon_t *d, const char *topic, const char *extra);
+
+/* An HTTP/1.0 request to 127.0.0.1:port: *status and body (NUL-terminated, cut to body_size).
+ * Returns 0, or -1 if there was no HTTP answer. */
+int itest_http_request(int port, const char *method, const char *path, int *status, char *body, size_t body_size);
+
+/* The value of one sample ("name" or "name{labels}") of a Prometheus text exposition, -1 if absent. */
+long long itest_metric(const char *text, const char *series);
+
+/* What secret the file at path contains: the passphrase (if not NULL), a PEM private key marker, or any
+ * 16 characters of a base64 line of key_file (if not NULL); NULL if none. */
+const char *itest_secret_in(const char *path, const char *key_file, const char *passphrase);

@@ -72,5 +72,20 @@ expect gen-certs.idempotent [ "$serial" = "$(openssl x509 -in "$tmp/rsa/predbrid
 expect gen-certs.force-regenerates [ "$serial" != "$(openssl x509 -in "$tmp/rsa/predbridged.crt" -noout -serial)" ]
 expect gen-certs.broker-sans bash -c "openssl x509 -in '$tmp/rsa/broker.crt' -noout -ext subjectAltName | grep -q 'DNS:localhost, IP Address:127.0.0.1, DNS:kafka'"
 
+# gen-certs: the revocation set. revoked.crl revokes revoked-broker.crt (a broker certificate like
+# broker.crt) and nothing else; empty.crl revokes nothing; material from before the set gets it added.
+crl_verify() { # crl_verify DIR CRL CERT: OpenSSL's verdict on CERT with CRL checking
+  openssl verify -crl_check -CAfile "$1/ca.crt" -CRLfile "$1/$2" "$1/$3" 2>&1
+}
+expect gen-certs.revoked-broker-sans bash -c "openssl x509 -in '$tmp/rsa/revoked-broker.crt' -noout -ext subjectAltName | grep -q 'DNS:localhost, IP Address:127.0.0.1, DNS:kafka'"
+expect gen-certs.crl-revokes-revoked-broker grep -q 'certificate revoked' <<<"$(crl_verify "$tmp/rsa" revoked.crl revoked-broker.crt)"
+expect gen-certs.crl-keeps-broker grep -q 'broker.crt: OK$' <<<"$(crl_verify "$tmp/rsa" revoked.crl broker.crt)"
+expect gen-certs.empty-crl-revokes-nothing grep -q 'revoked-broker.crt: OK$' <<<"$(crl_verify "$tmp/rsa" empty.crl revoked-broker.crt)"
+cp -a "$tmp/rsa" "$tmp/old" && rm -f "$tmp/old"/revoked-broker.* "$tmp/old"/*.crl
+serial=$(openssl x509 -in "$tmp/old/predbridged.crt" -noout -serial)
+"$src/scripts/gen-certs.sh" "$tmp/old" >/dev/null
+expect gen-certs.adds-revocation-set-keeping-the-rest [ "$serial" = "$(openssl x509 -in "$tmp/old/predbridged.crt" -noout -serial)" ]
+expect gen-certs.added-crl-revokes-revoked-broker grep -q 'certificate revoked' <<<"$(crl_verify "$tmp/old" revoked.crl revoked-broker.crt)"
+
 echo "scripts: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

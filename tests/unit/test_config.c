@@ -42,12 +42,19 @@ static const char *const g_keys[] = {
     "tls.crl",
     "tls.pins",
     "tls.expiry.warn_days",
+    "tls.watch",
+    "tls.watch_debounce_ms",
     "message.max_bytes",
     "message.required_fields",
     "message.key_field",
     "producer.compression",
     "producer.linger_ms",
     "producer.flush_timeout_ms",
+    "spool.dir",
+    "spool.fsync",
+    "spool.fsync_interval_ms",
+    "spool.max_bytes",
+    "spool.segment_bytes",
     "log.level",
     "log.format",
     "http.listen",
@@ -360,6 +367,26 @@ static void test_config_enum_values_parsed(void **state) {
                 "t.conf:5: key 'log.level': 'verbose' is not one of: error, warn, info, debug");
     expect_fail(WITH("log.format = xml\n"), PB_ERR_CONFIG,
                 "t.conf:5: key 'log.format': 'xml' is not one of: text, json");
+}
+
+static void test_config_spool_keys(void **state) {
+    (void)state;
+    pbd_config_t cfg;
+    load_ok(&cfg, WITH(""));
+    assert_string_equal(cfg.spool_dir, "/var/lib/predbridge/spool");
+    assert_string_equal(cfg.spool_fsync, "interval");
+    assert_int_equal(cfg.spool_fsync_interval_ms, 20);
+    assert_int_equal(cfg.spool_max_bytes, 1024u * 1024 * 1024);
+    assert_int_equal(cfg.spool_segment_bytes, 64u * 1024 * 1024);
+    pbd_config_free(&cfg);
+    load_ok(&cfg, WITH("spool.dir = /srv/spool\nspool.fsync = always\nspool.max_bytes = 64k\n"));
+    assert_string_equal(cfg.spool_dir, "/srv/spool");
+    assert_string_equal(cfg.spool_fsync, "always");
+    assert_int_equal(cfg.spool_max_bytes, 65536);
+    pbd_config_free(&cfg);
+    expect_fail(WITH("spool.fsync = sometimes\n"), PB_ERR_CONFIG,
+                "t.conf:5: key 'spool.fsync': 'sometimes' is not one of: always, interval, never");
+    expect_fail_prefix(WITH("spool.max_bytes = 1k\n"), PB_ERR_CONFIG, "t.conf:5: key 'spool.max_bytes': ");
 }
 
 static void test_config_list_parsed(void **state) {
@@ -806,6 +833,8 @@ static void test_config_example_file_loads_with_defaults(void **state) {
     assert_int_equal(ex.log_level, def.log_level);
     assert_int_equal(ex.log_format, def.log_format);
     assert_int_equal(ex.tls.expiry_warn_days, def.tls.expiry_warn_days);
+    assert_int_equal(ex.tls_watch, def.tls_watch);
+    assert_int_equal(ex.tls_watch_debounce_ms, def.tls_watch_debounce_ms);
     assert_int_equal(ex.tls.pin_count, 0);
     assert_null(ex.tls.keystore);
     assert_null(ex.tls.crl);
@@ -830,6 +859,7 @@ int main(void) {
         cmocka_unit_test(test_config_mode_octal_parsed),
         cmocka_unit_test(test_config_mode_world_writable_refused_as_insecure),
         cmocka_unit_test(test_config_enum_values_parsed),
+        cmocka_unit_test(test_config_spool_keys),
         cmocka_unit_test(test_config_list_parsed),
         cmocka_unit_test(test_config_uids_numbers_and_names_resolved),
         cmocka_unit_test(test_config_gids_numbers_and_names_resolved),

@@ -69,6 +69,51 @@ static void test_config_set_consumer_keys_accepted(void **state) {
     pb_config_destroy(c);
 }
 
+static void test_config_set_dedup_window_and_log_keys_accepted_in_range(void **state) {
+    (void)state;
+    char err[512] = "";
+    pb_config_t *c = pb_config_new();
+    assert_int_equal(set(c, "consumer.dedup.window", "0", err, sizeof err), PB_OK);
+    assert_int_equal(set(c, "consumer.dedup.window", "10000000", err, sizeof err), PB_OK);
+    assert_int_equal(set(c, "consumer.dedup.window", "10000001", err, sizeof err), PB_ERR_CONFIG);
+    assert_non_null(strstr(err, "key 'consumer.dedup.window'"));
+    assert_int_equal(set(c, "consumer.dedup.window", "-1", err, sizeof err), PB_ERR_CONFIG);
+    assert_int_equal(set(c, "consumer.dedup.window", "many", err, sizeof err), PB_ERR_CONFIG);
+    assert_int_equal(set(c, "log.format", "json", err, sizeof err), PB_OK);
+    assert_int_equal(set(c, "log.level", "debug", err, sizeof err), PB_OK);
+    assert_int_equal(set(c, "log.format", "xml", err, sizeof err), PB_ERR_CONFIG);
+    assert_non_null(strstr(err, "text, json"));
+    assert_int_equal(pb_config_set_log_fn(c, NULL, NULL), PB_OK);
+    assert_int_equal(pb_config_set_log_fn(NULL, NULL, NULL), PB_ERR_INVALID_ARG);
+    pb_config_destroy(c);
+}
+
+static void test_consumer_scope_defaults_dedup_window_and_log_settings(void **state) {
+    (void)state;
+    props_t *p = props_new();
+    pbd_config_t cfg;
+    char err[512] = "";
+    const char *kv[][2] = {{"bootstrap.servers", "localhost:9093"},
+                           {"tls.ca", path_of("ca.pem")},
+                           {"tls.cert", path_of("cert.pem")},
+                           {"tls.key", path_of("key.pem")},
+                           {"group.id", "g"}};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(props_set(p, kv[i][0], kv[i][1], "c.conf", i + 1), 0);
+    assert_int_equal(pbconf_load_scoped(&cfg, p, PBCONF_SCOPE_CONSUMER, err, sizeof err), PB_OK);
+    assert_int_equal(cfg.dedup_window, 100000); /* on by default */
+    assert_int_equal(cfg.log_level, PBLOG_INFO);
+    assert_int_equal(cfg.log_format, PBLOG_TEXT);
+    pbd_config_free(&cfg);
+    assert_int_equal(props_set(p, "consumer.dedup.window", "0", "c.conf", 6), 0);
+    assert_int_equal(props_set(p, "log.format", "json", "c.conf", 7), 0);
+    assert_int_equal(pbconf_load_scoped(&cfg, p, PBCONF_SCOPE_CONSUMER, err, sizeof err), PB_OK);
+    assert_int_equal(cfg.dedup_window, 0);
+    assert_int_equal(cfg.log_format, PBLOG_JSON);
+    pbd_config_free(&cfg);
+    props_free(p);
+}
+
 static void test_config_set_unknown_key_names_it_and_suggests(void **state) {
     (void)state;
     char err[512] = "";
@@ -239,6 +284,8 @@ static void test_error_every_code_has_name_and_message(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_set_consumer_keys_accepted),
+        cmocka_unit_test(test_config_set_dedup_window_and_log_keys_accepted_in_range),
+        cmocka_unit_test(test_consumer_scope_defaults_dedup_window_and_log_settings),
         cmocka_unit_test(test_config_set_unknown_key_names_it_and_suggests),
         cmocka_unit_test(test_config_set_daemon_only_key_is_unknown_to_consumer),
         cmocka_unit_test(test_config_set_bad_values_name_key),

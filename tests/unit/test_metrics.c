@@ -54,6 +54,8 @@ static void test_metrics_fresh_render_has_every_family_at_zero(void **state) {
     assert_line(t, "predbridge_tls_handshake_failures_total{cause=\"client_cert_refused\"} 0");
     assert_line(t, "predbridge_broker_authentication_failures_total 0");
     assert_line(t, "predbridge_broker_authorization_failures_total 0");
+    assert_line(t, "predbridge_tls_reloads_total{result=\"ok\"} 0");
+    assert_line(t, "predbridge_tls_reloads_total{result=\"failed\"} 0");
     assert_line(t, "predbridge_ready 0");
     /* Unknown until set or until librdkafka's first statistics: absent rather than a fake 0. */
     assert_no_substring(t, "expiry_timestamp_seconds");
@@ -86,7 +88,11 @@ static void test_metrics_workload_counts_render_exactly(void **state) {
     pbm_tls_failure(m, PBM_TLS_HOSTNAME, 3);
     pbm_tls_failure(m, PBM_TLS_PROTOCOL_VERSION, 1);
     pbm_authentication_failure(m);
-    pbm_set_cert_expiry(m, 1866894987, 2110974987);
+    pbm_set_cert_expiry(m, 1766894987, 2110974987);
+    pbm_tls_reload(m, 0);
+    pbm_tls_reload(m, 1);
+    pbm_tls_reload(m, 0);
+    pbm_set_cert_expiry(m, 1866894987, 2110974987); /* a reload replaces the previous expiry */
     char *t = render(m);
     assert_line(t, "predbridge_predictions_received_total 7");
     assert_line(t, "predbridge_predictions_rejected_total{reason=\"not_json\"} 1");
@@ -111,6 +117,8 @@ static void test_metrics_workload_counts_render_exactly(void **state) {
     assert_line(t, "# TYPE predbridge_tls_certificate_expiry_timestamp_seconds gauge");
     assert_line(t, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"client\"} 1866894987");
     assert_line(t, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"ca\"} 2110974987");
+    assert_line(t, "predbridge_tls_reloads_total{result=\"ok\"} 1");
+    assert_line(t, "predbridge_tls_reloads_total{result=\"failed\"} 2");
     /* A delivery proved the connection. */
     assert_line(t, "predbridge_ready 1");
     free(t);

@@ -65,8 +65,8 @@ static void assert_no_secret(const char *s) {
 }
 
 static void assert_contains(const char *hay, const char *needle) {
-    if (!strstr(hay, needle)) {
-        print_error("expected \"%s\" in: %s\n", needle, hay);
+    if (!hay || !strstr(hay, needle)) {
+        print_error("expected \"%s\" in: %s\n", needle, hay ? hay : "(null)");
         fail();
     }
 }
@@ -293,7 +293,8 @@ static int group_setup(void **state) {
         return -1;
     }
     /* Material gen-certs.sh does not make: passphrases, an encrypted key, a PKCS#12 keystore,
-     * short-lived certificates and CA, a server-only certificate, a CRL revoking admin. */
+     * short-lived certificates and CA, a server-only certificate, a CRL revoking admin, a CRL of the
+     * untrusted CA. */
     static const char extra[] =
         "export PB_SAN=DNS:localhost\n"
         "umask 077\n"
@@ -320,6 +321,7 @@ static int group_setup(void **state) {
         "  -extfile client.ext -out shortca-client.crt\n"
         "openssl ca -batch -config .ca-ca/ca.cnf -revoke admin.crt\n"
         "openssl ca -batch -config .ca-ca/ca.cnf -gencrl -crldays 30 -out ca.crl\n"
+        "openssl ca -batch -config .ca-untrusted-ca/ca.cnf -gencrl -crldays 30 -out untrusted-ca.crl\n"
         "openssl x509 -in broker.crt -pubkey -noout | openssl pkey -pubin -outform der "
         "  | openssl dgst -sha256 -binary | base64 > broker.pin\n"
         "openssl x509 -in predbridged.crt -noout -fingerprint -sha256 > predbridged.fp\n"
@@ -1120,20 +1122,29 @@ static rd_kafka_t *client_new(const pbtls_settings_t *s, app_t *app, int bind, i
     return rk;
 }
 
-static void test_tls_librdkafka_tls12_only_broker_offered_only_tls13(void **state) {
-    (void)state;
-    tserver_t t;
+/* One connection of a client made with s (librdkafka debug contexts `debug`, may be NULL) to a server
+ * presenting chain/key (tls12_only: a TLS 1.2-only server), until the server saw a handshake and `ok`
+ * successful ones; *t keeps what the server saw. Returns the client's verifier (the caller frees it). */
+static pbtls_verifier_t *handshake(const pbtls_settings_t *s, const char *chain, const char *key,
+                                   int tls12_only, int ok, const char *debug, tserver_t *t) {
     app_t app;
     pbtls_verifier_t *v = NULL;
     char err[512];
     log_reset();
-    tserver_start(&t, P("broker.pem"), P("broker.key"), 1);
-    pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
-    rd_kafka_t *rk = client_new(&s, &app, 1, t.port, NULL, &v, err, sizeof err);
+    tserver_start(t, chain, key, tls12_only);
+    rd_kafka_t *rk = client_new(s, &app, 1, t->port, debug, &v, err, sizeof err);
     assert_non_null(rk);
-    assert_true(tserver_wait(&t, 1, 0));
+    assert_true(tserver_wait(t, 1, ok));
     rd_kafka_destroy(rk);
-    tserver_stop(&t);
+    tserver_stop(t);
+    return v;
+}
+
+static void test_tls_librdkafka_tls12_only_broker_offered_only_tls13(void **state) {
+    (void)state;
+    tserver_t t;
+    pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
+    pbtls_verifier_t *v = handshake(&s, P("broker.pem"), P("broker.key"), 1, 0, NULL, &t);
     /* librdkafka's ClientHello offered TLS 1.3 and nothing else, so a 1.2-only server fails it. */
     assert_int_equal(t.hello_seen, 1);
     assert_int_equal(t.n_offered, 1);
@@ -1146,12 +1157,8 @@ static void test_tls_librdkafka_tls12_only_broker_offered_only_tls13(void **stat
 static void test_tls_librdkafka_valid_broker_and_pin_handshake_succeeds(void **state) {
     (void)state;
     tserver_t t;
-    app_t app;
-    pbtls_verifier_t *v = NULL;
-    char err[512], last[512];
+    char last[512];
     unsigned char *der;
-    log_reset();
-    tserver_start(&t, P("broker.pem"), P("broker.key"), 0);
     pbtls_settings_t s = settings("predbridged.crt", "enc.key");
     s.key_passphrase_file = P("pass.txt");
     memset(s.pins[0], 0x11, PBTLS_PIN_LEN); /* a rotated-out key first, then the broker's */
@@ -1160,11 +1167,7 @@ static void test_tls_librdkafka_valid_broker_and_pin_handshake_succeeds(void **s
     OPENSSL_free(der);
     s.pin_count = 2;
     /* debug=all: not even librdkafka's most verbose logging may show the passphrase. */
-    rd_kafka_t *rk = client_new(&s, &app, 1, t.port, "all", &v, err, sizeof err);
-    assert_non_null(rk);
-    assert_true(tserver_wait(&t, 1, 1));
-    rd_kafka_destroy(rk);
-    tserver_stop(&t);
+    pbtls_verifier_t *v = handshake(&s, P("broker.pem"), P("broker.key"), 0, 1, "all", &t);
     assert_int_equal(t.offered[0], TLS1_3_VERSION);
     assert_string_equal(t.client_subject, "/CN=predbridged/O=predbridge test"); /* our client cert went out */
     assert_int_equal(pbtls_verifier_failures(v), 0);
@@ -1181,16 +1184,7 @@ static void test_tls_librdkafka_valid_broker_and_pin_handshake_succeeds(void **s
 static void expect_refused(const pbtls_settings_t *s, const char *chain, const char *key, char *last,
                            size_t size) {
     tserver_t t;
-    app_t app;
-    pbtls_verifier_t *v = NULL;
-    char err[512];
-    log_reset();
-    tserver_start(&t, chain, key, 0);
-    rd_kafka_t *rk = client_new(s, &app, 1, t.port, NULL, &v, err, sizeof err);
-    assert_non_null(rk);
-    assert_true(tserver_wait(&t, 1, 0));
-    rd_kafka_destroy(rk);
-    tserver_stop(&t);
+    pbtls_verifier_t *v = handshake(s, chain, key, 0, 0, NULL, &t);
     assert_int_equal(t.ok, 0);
     assert_true(pbtls_verifier_failures(v) >= 1);
     pbtls_verifier_last_failure(v, last, size);
@@ -1233,6 +1227,55 @@ static void test_tls_librdkafka_pin_mismatch_fails_with_pin_cause(void **state) 
     pbtls_pin_format(pin, text, sizeof text);
     snprintf(want, sizeof want, ": public key %s matches none of the 1 configured tls.pins", text);
     assert_contains(last, want);
+}
+
+static void test_tls_crl_hint_only_for_crl_errors_names_what_to_fix(void **state) {
+    (void)state;
+    assert_contains(pbtls_crl_hint(X509_V_ERR_CERT_REVOKED), "tls.crl lists it as revoked");
+    assert_contains(pbtls_crl_hint(X509_V_ERR_UNABLE_TO_GET_CRL), "tls.crl holds no CRL from the CA");
+    assert_contains(pbtls_crl_hint(X509_V_ERR_CRL_HAS_EXPIRED), "past its next update");
+    assert_contains(pbtls_crl_hint(X509_V_ERR_CRL_SIGNATURE_FAILURE), "cannot be used");
+    assert_null(pbtls_crl_hint(X509_V_OK));
+    assert_null(pbtls_crl_hint(X509_V_ERR_CERT_HAS_EXPIRED));
+    assert_null(pbtls_crl_hint(X509_V_ERR_HOSTNAME_MISMATCH));
+}
+
+/* librdkafka enables CRL checking for ssl.crl.location, and the verifier turns the result into a cause
+ * with both OpenSSL's reason and what to do. broker: "broker" or "revoked-broker" (.pem and .key). */
+static void expect_crl_refusal(const char *crl, const char *broker, const char *reason, const char *hint) {
+    char last[2048], chain[64], key[64];
+    pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
+    s.crl = P(crl);
+    snprintf(chain, sizeof chain, "%s.pem", broker);
+    snprintf(key, sizeof key, "%s.key", broker);
+    expect_refused(&s, P(chain), P(key), last, sizeof last);
+    assert_contains(last, reason);
+    assert_contains(last, hint);
+}
+
+static void test_tls_librdkafka_revoked_broker_fails_with_crl_cause(void **state) {
+    (void)state;
+    expect_crl_refusal("revoked.crl", "revoked-broker",
+                       "certificate revoked (certificate 'O=predbridge test,CN=kafka-broker' issued by",
+                       "at depth 0); tls.crl lists it as revoked by its CA: the broker needs a new "
+                       "certificate");
+}
+
+static void test_tls_librdkafka_crl_of_another_ca_fails_naming_missing_crl(void **state) {
+    (void)state;
+    expect_crl_refusal("untrusted-ca.crl", "broker", "unable to get certificate CRL",
+                       "tls.crl holds no CRL from the CA that issued it");
+}
+
+static void test_tls_librdkafka_crl_revoking_nothing_accepts_valid_broker(void **state) {
+    (void)state;
+    tserver_t t;
+    pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
+    s.crl = P("empty.crl");
+    pbtls_verifier_t *v = handshake(&s, P("broker.pem"), P("broker.key"), 0, 1, NULL, &t);
+    assert_int_equal(t.ok, 1);
+    assert_int_equal(pbtls_verifier_failures(v), 0);
+    pbtls_verifier_free(v);
 }
 
 static void test_tls_librdkafka_unbound_opaque_fails_closed(void **state) {
@@ -1309,6 +1352,10 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tls_librdkafka_wrong_host_cert_fails_with_sans_cause),
         cmocka_unit_test(test_tls_librdkafka_untrusted_broker_fails_with_cause),
         cmocka_unit_test(test_tls_librdkafka_pin_mismatch_fails_with_pin_cause),
+        cmocka_unit_test(test_tls_crl_hint_only_for_crl_errors_names_what_to_fix),
+        cmocka_unit_test(test_tls_librdkafka_revoked_broker_fails_with_crl_cause),
+        cmocka_unit_test(test_tls_librdkafka_crl_of_another_ca_fails_naming_missing_crl),
+        cmocka_unit_test(test_tls_librdkafka_crl_revoking_nothing_accepts_valid_broker),
         cmocka_unit_test(test_tls_librdkafka_unbound_opaque_fails_closed),
         cmocka_unit_test(test_tls_librdkafka_wrong_passphrase_error_has_no_secret),
     };

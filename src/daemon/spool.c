@@ -1,0 +1,1146 @@
+/* spool.c: the on-disk spool: segment files of checksummed records, recovery, group commit (see
+ * spool.h for the format and what each fsync policy guarantees). */
+#include "spool.h"
+
+#include "common/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEG_MAGIC "PBSPOOL1"
+#define SEG_HDR 24u /* magic, segment number, delivery mark */
+#define MARK_EVERY 1024 /* the delivery mark is written after this many more deliveries */
+#define REC_MAGIC "PBR1"
+#define REC_HDR 12u                        /* magic, body length, CRC */
+#define BODY_FIXED 27u                     /* seq, timestamp, id/model/key/value lengths */
+#define MAX_BODY (64u * 1024 * 1024)       /* far above message.max_bytes: anything larger is damage */
+#define WBUF_FLUSH (256u * 1024)           /* the write buffer is written once it holds this much */
+#define RBUF_MIN (256u * 1024)
+#define MIN_SEGMENT 4096u
+
+typedef struct seg {
+    struct seg *next;
+    uint64_t no;
+    int fd;
+    uint64_t size; /* logical: bytes in the file plus, for the active segment, those buffered */
+    uint64_t live; /* records not yet delivered */
+    /* Delivery state by seq: records first_seq .. first_seq + n_seq - 1 are in this segment; a set
+     * bit in done means delivered (or gone). mark: every seq below it is delivered; it is written
+     * into the header (mark_saved) so a restart does not replay those. */
+    uint64_t first_seq, n_seq, mark, mark_saved;
+    uint64_t *done;
+    size_t done_words;
+} seg_t;
+
+/* The interval policy's group commit: fdatasync on its own thread so the loop never waits. */
+typedef struct syncer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, stop, busy;
+    int fd;                /* the active segment */
+    uint64_t want, done;   /* seqs: written to fd / made durable */
+    int err;               /* errno of the last failed fdatasync, 0 after a success */
+    int interval_ms;
+    int event_fd;
+} syncer_t;
+
+struct pbsp {
+    pbsp_options_t o;
+    char *dir;
+    int dir_fd, lock_fd, failed_fd;
+    seg_t *head, *tail; /* oldest first; tail is the active segment */
+    uint64_t next_no, next_seq;
+    uint64_t bytes, records, unsent, set_aside;
+    /* Bytes of the active segment not yet in the file: [tail_written, tail->size). */
+    char *wbuf;
+    size_t wlen, wcap;
+    uint64_t tail_written;
+    uint64_t buffered_seq, written_seq; /* last seq appended / in the file */
+    int nospace;     /* appends refused: the disk is full */
+    int space_event; /* the disk was full; logged once writing works again */
+    int size_full;   /* an append was refused by max_bytes; cleared when space is freed */
+    time_t space_logged;
+    /* The next record to hand to the producer, and the length of the one at the head once known. */
+    seg_t *cur;
+    uint64_t cur_off, head_len;
+    /* Read-back cache over one segment. */
+    char *rbuf;
+    size_t rcap, rlen;
+    const seg_t *rseg;
+    uint64_t roff;
+    char peek_id[256];      /* NUL-terminated copies for the record pbsp_peek returned */
+    char peek_model[65536];
+    uint64_t durable;
+    syncer_t sync;
+    int sync_err_logged;
+};
+
+/* ---- CRC-32C (Castagnoli), with the SSE4.2 instruction when the CPU has it ---- */
+
+static uint32_t crc_table[256];
+static int crc_hw;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("sse4.2"))) static uint32_t crc_update_hw(uint32_t c, const unsigned char *p, size_t n) {
+    uint64_t c64 = c;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c64 = __builtin_ia32_crc32di(c64, v);
+    }
+    c = (uint32_t)c64;
+    for (; n; n--) c = __builtin_ia32_crc32qi(c, *p++);
+    return c;
+}
+#endif
+
+static uint32_t crc_update(uint32_t c, const void *data, size_t n) {
+    const unsigned char *p = data;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (crc_hw) return crc_update_hw(c, p, n);
+#endif
+    for (; n; n--) c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+/* ---- encoding ---- */
+
+static void put32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static uint64_t get64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* A record parsed in place. */
+typedef struct view {
+    uint64_t seq;
+    int64_t timestamp_ms;
+    const char *id, *model, *key, *value;
+    size_t id_len, model_len, key_len, value_len;
+    uint64_t total; /* header and body */
+} view_t;
+
+/* Parses the record at p (avail bytes there). Returns 1 if valid, 0 if not a valid record, -1 if
+ * it may be valid but is cut short by avail. */
+static int parse_record(const unsigned char *p, uint64_t avail, view_t *v) {
+    if (avail < REC_HDR) return -1;
+    if (memcmp(p, REC_MAGIC, 4) != 0) return 0;
+    uint32_t body_len = get32(p + 4);
+    if (body_len < BODY_FIXED || body_len > MAX_BODY) return 0;
+    if (avail < REC_HDR + (uint64_t)body_len) return -1;
+    const unsigned char *b = p + REC_HDR;
+    if (crc_update(0xFFFFFFFFu, b, body_len) != get32(p + 8)) return 0;
+    v->seq = get64(b);
+    v->timestamp_ms = (int64_t)get64(b + 8);
+    v->id_len = b[16];
+    v->model_len = (size_t)b[17] | (size_t)b[18] << 8;
+    v->key_len = get32(b + 19);
+    v->value_len = get32(b + 23);
+    if ((uint64_t)BODY_FIXED + v->id_len + v->model_len + v->key_len + v->value_len != body_len) return 0;
+    v->id = (const char *)b + BODY_FIXED;
+    v->model = v->id + v->id_len;
+    v->key = v->model + v->model_len;
+    v->value = v->key + v->key_len;
+    v->total = REC_HDR + (uint64_t)body_len;
+    return 1;
+}
+
+/* ---- files ---- */
+
+static void seg_name(char *out, size_t size, uint64_t no) {
+    snprintf(out, size, "seg-%020" PRIu64 ".pbs", no);
+}
+
+static int write_all_at(int fd, const void *data, size_t len, uint64_t off) {
+    const char *p = data;
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Copies damaged bytes into corrupt/ (for inspection) before they are cut out of a segment. */
+static void move_aside(pbsp_t *sp, const seg_t *s, uint64_t off, const void *data, size_t len, const char *what) {
+    char name[128];
+    (void)mkdirat(sp->dir_fd, "corrupt", 0700);
+    snprintf(name, sizeof name, "corrupt/seg-%020" PRIu64 "-at-%" PRIu64 ".%s", s->no, off, what);
+    int fd = openat(sp->dir_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write_all_at(fd, data, len, 0) != 0) {
+        PBLOG_E("spool.corrupt", "cannot save %zu damaged bytes to %s/%s: %s", len, sp->dir, name, strerror(errno));
+    }
+    if (fd >= 0) close(fd);
+}
+
+static int mkdir_p(const char *path) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) return errno = ENAMETOOLONG, -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+static void space_recovered(pbsp_t *sp) {
+    if (!sp->space_event) return;
+    sp->space_event = 0;
+    time_t now = time(NULL);
+    if (now - sp->space_logged < 10) return; /* a disk at its limit comes and goes: not every time */
+    sp->space_logged = now;
+    PBLOG_I("spool.space", "spool.dir '%s': writing again after the disk was full", sp->dir);
+}
+
+static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    char name[64];
+    unsigned char hdr[SEG_HDR];
+    seg_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    s->no = sp->next_no++;
+    seg_name(name, sizeof name, s->no);
+    s->fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    memcpy(hdr, SEG_MAGIC, 8);
+    put64(hdr + 8, s->no);
+    put64(hdr + 16, sp->next_seq);
+    s->first_seq = s->mark = s->mark_saved = sp->next_seq;
+    if (s->fd < 0 || write_all_at(s->fd, hdr, SEG_HDR, 0) != 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot create %s: %s", sp->dir, name, strerror(errno));
+        if (errno == ENOSPC || errno == EDQUOT) sp->nospace = sp->space_event = 1;
+        if (s->fd >= 0) {
+            close(s->fd);
+            unlinkat(sp->dir_fd, name, 0);
+        }
+        free(s);
+        sp->next_no--;
+        return NULL;
+    }
+    space_recovered(sp);
+    /* The new name must survive a power failure for the records in it to. */
+    if (sp->o.fsync != PBSP_FSYNC_NEVER) (void)fsync(sp->dir_fd);
+    s->size = SEG_HDR;
+    sp->bytes += SEG_HDR;
+    if (sp->tail) sp->tail->next = s;
+    else sp->head = s;
+    sp->tail = s;
+    sp->tail_written = SEG_HDR;
+    return s;
+}
+
+static void seg_delete(pbsp_t *sp, seg_t *s) {
+    char name[64];
+    seg_name(name, sizeof name, s->no);
+    if (unlinkat(sp->dir_fd, name, 0) != 0)
+        PBLOG_E("spool.delete", "cannot delete %s/%s: %s (its records are delivered; it will be replayed at the next start)",
+                sp->dir, name, strerror(errno));
+    close(s->fd);
+    seg_t **pp = &sp->head;
+    while (*pp != s) pp = &(*pp)->next;
+    *pp = s->next;
+    if (sp->cur == s) {
+        sp->cur = s->next;
+        sp->cur_off = SEG_HDR;
+    }
+    if (sp->rseg == s) sp->rseg = NULL;
+    sp->bytes -= s->size;
+    sp->size_full = 0;
+    free(s->done);
+    free(s);
+}
+
+/* ---- delivery state ---- */
+
+static int done_get(const seg_t *s, uint64_t seq) {
+    uint64_t i = seq - s->first_seq;
+    return (s->done[i / 64] >> (i % 64)) & 1u;
+}
+
+static void done_set(seg_t *s, uint64_t seq) {
+    uint64_t i = seq - s->first_seq;
+    s->done[i / 64] |= (uint64_t)1 << (i % 64);
+}
+
+/* Room for one more seq in s. Returns -1 without memory. */
+static int done_grow(seg_t *s) {
+    if ((s->n_seq + 1 + 63) / 64 <= s->done_words) return 0;
+    size_t words = s->done_words ? s->done_words * 2 : 64;
+    uint64_t *d = realloc(s->done, words * sizeof *d);
+    if (!d) return -1;
+    memset(d + s->done_words, 0, (words - s->done_words) * sizeof *d);
+    s->done = d;
+    s->done_words = words;
+    return 0;
+}
+
+static void mark_save(pbsp_t *sp, seg_t *s) {
+    unsigned char m[8];
+    put64(m, s->mark);
+    if (write_all_at(s->fd, m, 8, 16) == 0) s->mark_saved = s->mark;
+    (void)sp;
+}
+
+static seg_t *seg_of(const pbsp_t *sp, uint64_t seq) {
+    for (seg_t *s = sp->head; s; s = s->next)
+        if (seq >= s->first_seq && seq - s->first_seq < s->n_seq) return s;
+    return NULL;
+}
+
+/* ---- group commit ---- */
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *syncer_main(void *arg) {
+    syncer_t *y = arg;
+    int64_t last = 0;
+    pthread_mutex_lock(&y->mu);
+    while (!y->stop) {
+        if (y->want <= y->done) {
+            pthread_cond_wait(&y->cv, &y->mu);
+            continue;
+        }
+        int64_t now = mono_ms();
+        if (now < last + y->interval_ms) {
+            int64_t wake = last + y->interval_ms;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += (time_t)((wake - now) / 1000);
+            ts.tv_nsec += (long)((wake - now) % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&y->cv, &y->mu, &ts);
+            continue;
+        }
+        uint64_t target = y->want;
+        int fd = y->fd;
+        y->busy = 1;
+        pthread_mutex_unlock(&y->mu);
+        int r = fdatasync(fd);
+        int e = errno;
+        last = mono_ms();
+        pthread_mutex_lock(&y->mu);
+        y->busy = 0;
+        if (r == 0) {
+            if (target > y->done) y->done = target;
+            y->err = 0;
+        } else {
+            y->err = e;
+        }
+        pthread_cond_broadcast(&y->cv);
+        uint64_t one = 1;
+        (void)!write(y->event_fd, &one, sizeof one);
+    }
+    pthread_mutex_unlock(&y->mu);
+    return NULL;
+}
+
+/* Writes the buffer into the active segment. Returns 0, or -1 (nospace set on ENOSPC/EDQUOT). */
+static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    size_t off = 0;
+    while (off < sp->wlen) {
+        ssize_t n = pwrite(sp->tail->fd, sp->wbuf + off, sp->wlen - off, (off_t)sp->tail_written);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int e = errno;
+            memmove(sp->wbuf, sp->wbuf + off, sp->wlen - off);
+            sp->wlen -= off;
+            char name[64];
+            seg_name(name, sizeof name, sp->tail->no);
+            snprintf(errstr, errstr_size, "spool.dir '%s': cannot write %s: %s", sp->dir, name, strerror(e));
+            if (e == ENOSPC || e == EDQUOT) sp->nospace = sp->space_event = 1;
+            errno = e;
+            return -1;
+        }
+        off += (size_t)n;
+        sp->tail_written += (uint64_t)n;
+    }
+    if (sp->wlen) space_recovered(sp);
+    sp->wlen = 0;
+    sp->nospace = 0;
+    sp->written_seq = sp->buffered_seq;
+    return 0;
+}
+
+/* Makes everything written durable per the policy (after flush_wbuf). */
+static void make_durable(pbsp_t *sp) {
+    switch (sp->o.fsync) {
+    case PBSP_FSYNC_NEVER:
+        sp->durable = sp->written_seq;
+        break;
+    case PBSP_FSYNC_ALWAYS:
+        if (sp->durable < sp->written_seq) {
+            if (fdatasync(sp->tail->fd) == 0) {
+                sp->durable = sp->written_seq;
+            } else if (!sp->sync_err_logged++) {
+                PBLOG_E("spool.fsync", "spool.dir '%s': fdatasync failed: %s; acknowledgements wait until it succeeds",
+                        sp->dir, strerror(errno));
+            }
+        }
+        break;
+    case PBSP_FSYNC_INTERVAL:
+        pthread_mutex_lock(&sp->sync.mu);
+        if (sp->sync.want < sp->written_seq) {
+            sp->sync.want = sp->written_seq;
+            pthread_cond_signal(&sp->sync.cv);
+        }
+        pthread_mutex_unlock(&sp->sync.mu);
+        break;
+    }
+}
+
+/* Closes the active segment for appends: its bytes are written and made durable, a new one starts. */
+static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    if (flush_wbuf(sp, errstr, errstr_size) != 0) return -1;
+    seg_t *old = sp->tail;
+    if (sp->o.fsync != PBSP_FSYNC_NEVER) {
+        if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
+            pthread_mutex_lock(&sp->sync.mu);
+            while (sp->sync.busy) pthread_cond_wait(&sp->sync.cv, &sp->sync.mu);
+        }
+        int r = fdatasync(old->fd);
+        if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
+            if (r == 0 && sp->sync.done < sp->written_seq) sp->sync.done = sp->written_seq;
+            pthread_mutex_unlock(&sp->sync.mu);
+        }
+        if (r != 0) {
+            snprintf(errstr, errstr_size, "spool.dir '%s': fdatasync: %s", sp->dir, strerror(errno));
+            return -1;
+        }
+        sp->durable = sp->written_seq;
+    }
+    if (!seg_create(sp, errstr, errstr_size)) return -1;
+    if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
+        pthread_mutex_lock(&sp->sync.mu);
+        sp->sync.fd = sp->tail->fd;
+        pthread_mutex_unlock(&sp->sync.mu);
+    }
+    /* A cursor at the very end of the old segment moves on; a fully delivered one goes. */
+    if (sp->cur == old && sp->cur_off >= old->size) {
+        sp->cur = sp->tail;
+        sp->cur_off = SEG_HDR;
+    }
+    if (old->live == 0) seg_delete(sp, old);
+    return 0;
+}
+
+/* ---- appending ---- */
+
+/* A record's ref is its seq, shifted and tagged with a low bit of 1. */
+static void *ref_of(uint64_t seq) {
+    return (void *)(uintptr_t)(seq << 1 | 1u);
+}
+static uint64_t seq_of(void *ref) {
+    return (uint64_t)(uintptr_t)ref >> 1;
+}
+
+pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, char *errstr, size_t errstr_size) {
+    size_t id_len = strlen(r->id), model_len = r->model_version ? strlen(r->model_version) : 0;
+    size_t key_len = r->key ? r->key_len : 0;
+    if (id_len > 255 || model_len > 65535) {
+        snprintf(errstr, errstr_size, "message id or model_version too long for the spool");
+        return PBSP_ERROR;
+    }
+    uint64_t body = BODY_FIXED + id_len + model_len + key_len + r->value_len;
+    uint64_t total = REC_HDR + body;
+    if (body > MAX_BODY) {
+        snprintf(errstr, errstr_size, "record of %" PRIu64 " bytes is too large for the spool", total);
+        return PBSP_ERROR;
+    }
+    if (sp->nospace) return PBSP_FULL;
+    if (sp->records > 0 && sp->bytes + total > sp->o.max_bytes) {
+        sp->size_full = 1;
+        return PBSP_FULL;
+    }
+    if (sp->tail->size > SEG_HDR && sp->tail->size + total > sp->o.segment_bytes) {
+        if (rotate(sp, errstr, errstr_size) != 0) return sp->nospace ? PBSP_FULL : PBSP_ERROR;
+    }
+    if (done_grow(sp->tail) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return PBSP_ERROR;
+    }
+    if (sp->wlen + total > sp->wcap) {
+        size_t cap = sp->wcap ? sp->wcap : WBUF_FLUSH * 2;
+        while (cap < sp->wlen + total) cap *= 2;
+        char *n = realloc(sp->wbuf, cap);
+        if (!n) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return PBSP_ERROR;
+        }
+        sp->wbuf = n;
+        sp->wcap = cap;
+    }
+    unsigned char *p = (unsigned char *)sp->wbuf + sp->wlen, *b = p + REC_HDR;
+    uint64_t seq = sp->next_seq++;
+    memcpy(p, REC_MAGIC, 4);
+    put32(p + 4, (uint32_t)body);
+    put64(b, seq);
+    put64(b + 8, (uint64_t)r->timestamp_ms);
+    b[16] = (unsigned char)id_len;
+    b[17] = (unsigned char)model_len;
+    b[18] = (unsigned char)(model_len >> 8);
+    put32(b + 19, (uint32_t)key_len);
+    put32(b + 23, (uint32_t)r->value_len);
+    unsigned char *q = b + BODY_FIXED;
+    memcpy(q, r->id, id_len), q += id_len;
+    if (model_len) memcpy(q, r->model_version, model_len), q += model_len;
+    if (key_len) memcpy(q, r->key, key_len), q += key_len;
+    memcpy(q, r->value, r->value_len);
+    put32(p + 8, crc_update(0xFFFFFFFFu, b, (size_t)body));
+    sp->wlen += (size_t)total;
+    sp->buffered_seq = seq;
+
+    t->seq = seq;
+    t->ref = ref_of(seq);
+    t->next_to_send = sp->unsent == 0;
+    if (t->next_to_send) {
+        sp->cur = sp->tail;
+        sp->cur_off = sp->tail->size;
+        sp->head_len = total;
+    }
+    sp->tail->size += total;
+    sp->tail->live++;
+    sp->tail->n_seq++;
+    sp->bytes += total;
+    sp->records++;
+    sp->unsent++;
+    if (sp->wlen >= WBUF_FLUSH) {
+        char e[256];
+        if (flush_wbuf(sp, e, sizeof e) != 0 && !sp->nospace) PBLOG_E("spool.write", "%s", e);
+    }
+    return PBSP_OK;
+}
+
+pbsp_status_t pbsp_commit(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    if (sp->wlen && flush_wbuf(sp, errstr, errstr_size) != 0) return sp->nospace ? PBSP_FULL : PBSP_ERROR;
+    make_durable(sp);
+    return PBSP_OK;
+}
+
+uint64_t pbsp_durable_seq(const pbsp_t *sp) {
+    return sp->durable;
+}
+
+int pbsp_event_fd(const pbsp_t *sp) {
+    return sp->o.fsync == PBSP_FSYNC_INTERVAL ? sp->sync.event_fd : -1;
+}
+
+void pbsp_serve(pbsp_t *sp) {
+    if (sp->o.fsync != PBSP_FSYNC_INTERVAL) return;
+    uint64_t v;
+    while (read(sp->sync.event_fd, &v, sizeof v) > 0) {
+    }
+    pthread_mutex_lock(&sp->sync.mu);
+    if (sp->sync.done > sp->durable) sp->durable = sp->sync.done;
+    int err = sp->sync.err;
+    pthread_mutex_unlock(&sp->sync.mu);
+    if (err && !sp->sync_err_logged++)
+        PBLOG_E("spool.fsync", "spool.dir '%s': fdatasync failed: %s; acknowledgements wait until it succeeds", sp->dir,
+                strerror(err));
+    if (!err) sp->sync_err_logged = 0;
+}
+
+/* ---- reading back ---- */
+
+/* Makes [off, off + need) of s readable at sp->rbuf + (off - sp->roff), reading ahead. Returns the
+ * bytes available from off (less than need at the end of what is written), or -1 on error. */
+static int64_t read_at(pbsp_t *sp, const seg_t *s, uint64_t off, uint64_t need, uint64_t limit) {
+    if (sp->rseg == s && off >= sp->roff && off + need <= sp->roff + sp->rlen) return (int64_t)(sp->roff + sp->rlen - off);
+    uint64_t want = need > RBUF_MIN ? need : RBUF_MIN;
+    if (want > limit - off) want = limit - off;
+    if (want > sp->rcap) {
+        char *n = realloc(sp->rbuf, want);
+        if (!n) return -1;
+        sp->rbuf = n;
+        sp->rcap = want;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(s->fd, sp->rbuf + got, want - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    sp->rseg = s;
+    sp->roff = off;
+    sp->rlen = got;
+    return (int64_t)got;
+}
+
+/* Length of the first stretch at p that does not parse, up to the next valid record (or len). */
+static uint64_t damaged_span(const unsigned char *p, uint64_t len) {
+    view_t v;
+    for (uint64_t i = 1; i + REC_HDR <= len; i++)
+        if (p[i] == 'P' && memcmp(p + i, REC_MAGIC, 4) == 0 && parse_record(p + i, len - i, &v) == 1) return i;
+    return len;
+}
+
+int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errstr, size_t errstr_size) {
+    for (;;) {
+        seg_t *s = sp->cur;
+        if (!s || sp->unsent == 0) return 0;
+        uint64_t limit = s == sp->tail ? sp->tail_written : s->size;
+        if (s == sp->tail && sp->cur_off >= limit && sp->wlen) {
+            if (flush_wbuf(sp, errstr, errstr_size) != 0) return sp->nospace ? 0 : -1;
+            limit = sp->tail_written;
+        }
+        if (sp->cur_off >= limit) {
+            if (s == sp->tail) return 0;
+            sp->cur = s->next;
+            sp->cur_off = SEG_HDR;
+            continue;
+        }
+        int64_t avail = read_at(sp, s, sp->cur_off, REC_HDR, limit);
+        if (avail < 0) goto read_error;
+        view_t v;
+        int pr = parse_record((unsigned char *)sp->rbuf + (sp->cur_off - sp->roff), (uint64_t)avail, &v);
+        if (pr < 0 && avail >= (int64_t)REC_HDR) {
+            uint32_t body = get32((unsigned char *)sp->rbuf + (sp->cur_off - sp->roff) + 4);
+            avail = read_at(sp, s, sp->cur_off, REC_HDR + (uint64_t)body, limit);
+            if (avail < 0) goto read_error;
+            pr = parse_record((unsigned char *)sp->rbuf + (sp->cur_off - sp->roff), (uint64_t)avail, &v);
+        }
+        if (pr < 0 && s == sp->tail) return 0; /* not fully written yet */
+        if (pr <= 0) {
+            /* Damaged after it was written (recovery checked everything before): set it aside. */
+            avail = read_at(sp, s, sp->cur_off, limit - sp->cur_off, limit);
+            if (avail < 0) goto read_error;
+            const unsigned char *p = (unsigned char *)sp->rbuf + (sp->cur_off - sp->roff);
+            uint64_t span = damaged_span(p, (uint64_t)avail);
+            PBLOG_E("spool.corrupt", "spool.dir '%s': segment %" PRIu64 " is damaged at offset %" PRIu64
+                    " (%" PRIu64 " bytes); moved aside, at least one record is lost from the spool",
+                    sp->dir, s->no, sp->cur_off, span);
+            move_aside(sp, s, sp->cur_off, p, (size_t)span, "damaged");
+            sp->cur_off += span;
+            if (s->live) s->live--, sp->records--;
+            if (sp->unsent) sp->unsent--;
+            continue;
+        }
+        if (v.seq >= s->first_seq && v.seq - s->first_seq < s->n_seq && done_get(s, v.seq)) {
+            sp->cur_off += v.total; /* delivered before a restart: not sent again */
+            continue;
+        }
+        r->value = malloc(v.value_len ? v.value_len : 1);
+        if (!r->value) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        memcpy(r->value, v.value, v.value_len);
+        r->value_len = v.value_len;
+        /* id and model_version are followed by other fields on disk: they get terminated copies. */
+        memcpy(sp->peek_id, v.id, v.id_len);
+        sp->peek_id[v.id_len] = '\0';
+        memcpy(sp->peek_model, v.model, v.model_len);
+        sp->peek_model[v.model_len] = '\0';
+        r->id = sp->peek_id;
+        r->model_version = v.model_len ? sp->peek_model : NULL;
+        r->key = v.key_len ? v.key : NULL;
+        r->key_len = v.key_len;
+        r->timestamp_ms = v.timestamp_ms;
+        *ref = ref_of(v.seq);
+        *seq = v.seq;
+        sp->head_len = v.total;
+        return 1;
+    read_error:
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot read segment %" PRIu64 ": %s", sp->dir, s->no,
+                 strerror(errno));
+        return -1;
+    }
+}
+
+void pbsp_advance(pbsp_t *sp) {
+    if (!sp->unsent) return;
+    sp->cur_off += sp->head_len;
+    sp->head_len = 0;
+    sp->unsent--;
+    if (sp->cur != sp->tail && sp->cur_off >= sp->cur->size) {
+        sp->cur = sp->cur->next;
+        sp->cur_off = SEG_HDR;
+    }
+}
+
+/* ---- retiring ---- */
+
+void pbsp_retire(pbsp_t *sp, void *ref) {
+    uint64_t seq = seq_of(ref);
+    seg_t *s = seg_of(sp, seq);
+    if (!s || done_get(s, seq)) return; /* already retired */
+    done_set(s, seq);
+    if (s->live) s->live--, sp->records--;
+    while (s->mark - s->first_seq < s->n_seq && done_get(s, s->mark)) s->mark++;
+    if (s->live == 0 && s != sp->tail) {
+        seg_delete(sp, s);
+        return;
+    }
+    if (s->mark - s->mark_saved >= MARK_EVERY) mark_save(sp, s);
+}
+
+int pbsp_set_aside(pbsp_t *sp, void *ref, const void *value, size_t value_len) {
+    if (sp->failed_fd < 0) {
+        sp->failed_fd = openat(sp->dir_fd, "failed.ndjson", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (sp->failed_fd < 0) {
+            PBLOG_E("spool.failed", "cannot open %s/failed.ndjson: %s; the record stays in the spool", sp->dir,
+                    strerror(errno));
+            return -1;
+        }
+    }
+    struct iovec iov[2] = {{(void *)value, value_len}, {"\n", 1}};
+    ssize_t n = writev(sp->failed_fd, iov, 2);
+    if (n != (ssize_t)(value_len + 1) || (sp->o.fsync != PBSP_FSYNC_NEVER && fdatasync(sp->failed_fd) != 0)) {
+        PBLOG_E("spool.failed", "cannot write %s/failed.ndjson: %s; the record stays in the spool", sp->dir,
+                n < 0 ? strerror(errno) : "short write");
+        return -1;
+    }
+    sp->set_aside++;
+    pbsp_retire(sp, ref);
+    return 0;
+}
+
+void pbsp_tick(pbsp_t *sp) {
+    char e[256];
+    if (sp->nospace) {
+        /* Nothing buffered: the next append finds out (a segment may need creating). */
+        if (sp->wlen == 0) sp->nospace = 0;
+        else if (flush_wbuf(sp, e, sizeof e) == 0) make_durable(sp);
+    }
+    for (seg_t *s = sp->head; s; s = s->next)
+        if (s->mark > s->mark_saved) mark_save(sp, s);
+    seg_t *t = sp->tail;
+    if (t->live == 0 && t->size > SEG_HDR && sp->wlen == 0 && sp->unsent == 0) {
+        /* Everything in the active segment was delivered: start it over instead of growing it. */
+        if (ftruncate(t->fd, SEG_HDR) == 0) {
+            sp->bytes -= t->size - SEG_HDR;
+            sp->size_full = 0;
+            t->size = sp->tail_written = SEG_HDR;
+            sp->cur = t;
+            sp->cur_off = SEG_HDR;
+            if (sp->rseg == t) sp->rseg = NULL;
+            t->first_seq = t->mark = sp->next_seq;
+            t->n_seq = 0;
+            memset(t->done, 0, t->done_words * sizeof *t->done);
+            mark_save(sp, t);
+        }
+    }
+}
+
+int pbsp_full(const pbsp_t *sp) {
+    return sp->nospace || sp->size_full;
+}
+
+void pbsp_get_usage(const pbsp_t *sp, pbsp_usage_t *u) {
+    u->bytes = sp->bytes;
+    u->records = sp->records;
+    u->unsent = sp->unsent;
+    u->set_aside = sp->set_aside;
+}
+
+int pbsp_fsync_parse(const char *name) {
+    if (strcmp(name, "always") == 0) return PBSP_FSYNC_ALWAYS;
+    if (strcmp(name, "interval") == 0) return PBSP_FSYNC_INTERVAL;
+    if (strcmp(name, "never") == 0) return PBSP_FSYNC_NEVER;
+    return -1;
+}
+
+/* ---- recovery ---- */
+
+static int read_file(int dir_fd, const char *name, unsigned char **out, uint64_t *len) {
+    int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    unsigned char *b = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (b && got < (size_t)st.st_size) {
+        ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!b) return -1;
+    *out = b;
+    *len = got;
+    return 0;
+}
+
+/* Rewrites a segment with only its valid records (after damaged ones were moved aside). */
+static int rewrite_segment(pbsp_t *sp, const char *name, const unsigned char *data, const uint64_t *keep_off,
+                           const uint64_t *keep_len, size_t n_keep) {
+    char tmp[80];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(sp->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
+    uint64_t off = 0;
+    int ok = write_all_at(fd, data, SEG_HDR, 0) == 0;
+    off = SEG_HDR;
+    for (size_t i = 0; ok && i < n_keep; i++) {
+        ok = write_all_at(fd, data + keep_off[i], (size_t)keep_len[i], off) == 0;
+        off += keep_len[i];
+    }
+    ok = ok && fsync(fd) == 0;
+    close(fd);
+    if (!ok || renameat(sp->dir_fd, tmp, sp->dir_fd, name) != 0) {
+        unlinkat(sp->dir_fd, tmp, 0);
+        return -1;
+    }
+    (void)fsync(sp->dir_fd);
+    return 0;
+}
+
+/* Recovers one segment file: counts its records, cuts a torn tail, moves damaged records aside. */
+static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *errstr, size_t errstr_size) {
+    char name[64];
+    seg_name(name, sizeof name, no);
+    unsigned char *data;
+    uint64_t len;
+    if (read_file(sp->dir_fd, name, &data, &len) != 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot read %s: %s", sp->dir, name, strerror(errno));
+        return -1;
+    }
+    seg_t tmp_seg = {.no = no};
+    if (len < SEG_HDR || memcmp(data, SEG_MAGIC, 8) != 0 || get64(data + 8) != no) {
+        if (len > 0) {
+            PBLOG_E("spool.corrupt", "spool.dir '%s': %s is not a spool segment (bad header); moved aside to corrupt/",
+                    sp->dir, name);
+            move_aside(sp, &tmp_seg, 0, data, (size_t)len, "segment");
+        }
+        unlinkat(sp->dir_fd, name, 0); /* an empty one is a segment whose creation was cut short */
+        free(data);
+        return 0;
+    }
+    uint64_t *keep_off = NULL, *keep_len = NULL, n_keep = 0, cap = 0, max_seq = 0, min_seq = UINT64_MAX;
+    uint64_t pos = SEG_HDR, live = 0, mark = get64(data + 16);
+    int damaged = 0;
+    while (pos < len) {
+        view_t v;
+        int pr = parse_record(data + pos, len - pos, &v);
+        if (pr == 1) {
+            if (n_keep == cap) {
+                cap = cap ? cap * 2 : 1024;
+                uint64_t *a = realloc(keep_off, cap * sizeof *a), *b2 = a ? realloc(keep_len, cap * sizeof *b2) : NULL;
+                if (a) keep_off = a;
+                if (!a || !b2) {
+                    free(data), free(keep_off);
+                    snprintf(errstr, errstr_size, "out of memory");
+                    return -1;
+                }
+                keep_len = b2;
+            }
+            keep_off[n_keep] = pos;
+            keep_len[n_keep++] = v.total;
+            if (v.seq > max_seq) max_seq = v.seq;
+            if (v.seq < min_seq) min_seq = v.seq;
+            live += v.seq >= mark; /* below the mark: delivered before the restart */
+            pos += v.total;
+            continue;
+        }
+        uint64_t span = damaged_span(data + pos, len - pos);
+        if (pos + span >= len) { /* nothing valid follows: a write that never completed */
+            PBLOG_W("spool.torn", "spool.dir '%s': %s ends with %" PRIu64 " bytes of an incomplete record; cut off "
+                    "(saved in corrupt/)", sp->dir, name, len - pos);
+            move_aside(sp, &tmp_seg, pos, data + pos, (size_t)(len - pos), "torn");
+            rec->torn_bytes += len - pos;
+            if (!damaged) {
+                int fd = openat(sp->dir_fd, name, O_WRONLY | O_CLOEXEC);
+                if (fd < 0 || ftruncate(fd, (off_t)pos) != 0 || fsync(fd) != 0) {
+                    snprintf(errstr, errstr_size, "spool.dir '%s': cannot truncate %s: %s", sp->dir, name, strerror(errno));
+                    if (fd >= 0) close(fd);
+                    free(data), free(keep_off), free(keep_len);
+                    return -1;
+                }
+                close(fd);
+            }
+            len = pos;
+            break;
+        }
+        PBLOG_E("spool.corrupt", "spool.dir '%s': %s has %" PRIu64 " damaged bytes at offset %" PRIu64
+                " (failed checksum); moved aside to corrupt/, replay continues after them", sp->dir, name, span, pos);
+        move_aside(sp, &tmp_seg, pos, data + pos, (size_t)span, "damaged");
+        rec->corrupt++;
+        damaged = 1;
+        pos += span;
+    }
+    if (damaged && rewrite_segment(sp, name, data, keep_off, keep_len, (size_t)n_keep) != 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot rewrite %s without its damaged records: %s", sp->dir,
+                 name, strerror(errno));
+        free(data), free(keep_off), free(keep_len);
+        return -1;
+    }
+    uint64_t size = SEG_HDR;
+    for (uint64_t i = 0; i < n_keep; i++) size += keep_len[i];
+    if (max_seq >= sp->next_seq) sp->next_seq = max_seq + 1;
+    if (live == 0) {
+        free(data), free(keep_off), free(keep_len);
+        unlinkat(sp->dir_fd, name, 0);
+        return 0;
+    }
+    seg_t *s = calloc(1, sizeof *s);
+    if (!s || (s->fd = openat(sp->dir_fd, name, O_RDWR | O_CLOEXEC)) < 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot open %s: %s", sp->dir, name, strerror(errno));
+        free(data), free(keep_off), free(keep_len);
+        free(s);
+        return -1;
+    }
+    /* Every seq in the range starts as done; the records still to deliver are cleared. */
+    s->first_seq = min_seq;
+    s->n_seq = max_seq - min_seq + 1;
+    s->done_words = (size_t)((s->n_seq + 63) / 64);
+    s->done = malloc(s->done_words * sizeof *s->done);
+    if (!s->done) {
+        close(s->fd);
+        free(s), free(data), free(keep_off), free(keep_len);
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    memset(s->done, 0xFF, s->done_words * sizeof *s->done);
+    for (uint64_t i = 0; i < n_keep; i++) {
+        uint64_t seq = get64(data + keep_off[i] + REC_HDR);
+        if (seq >= mark) {
+            uint64_t k = seq - s->first_seq;
+            s->done[k / 64] &= ~((uint64_t)1 << (k % 64));
+        }
+    }
+    free(data), free(keep_off), free(keep_len);
+    s->mark = s->mark_saved = mark > s->first_seq ? mark : s->first_seq;
+    s->no = no;
+    s->size = size;
+    s->live = live;
+    if (sp->tail) sp->tail->next = s;
+    else sp->head = s;
+    sp->tail = s;
+    sp->bytes += size;
+    sp->records += live;
+    sp->unsent += live;
+    rec->records += live;
+    rec->segments++;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* "seg-" 20 digits ".pbs" -> its number. */
+static int parse_seg_name(const char *name, uint64_t *no) {
+    if (strlen(name) != 28 || memcmp(name, "seg-", 4) != 0 || strcmp(name + 24, ".pbs") != 0) return 0;
+    *no = 0;
+    for (int i = 4; i < 24; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        *no = *no * 10 + (uint64_t)(name[i] - '0');
+    }
+    return 1;
+}
+
+static int recover(pbsp_t *sp, pbsp_recovery_t *rec, char *errstr, size_t errstr_size) {
+    int fd = dup(sp->dir_fd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        snprintf(errstr, errstr_size, "spool.dir '%s': %s", sp->dir, strerror(errno));
+        return -1;
+    }
+    uint64_t *nos = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t no;
+        if (parse_seg_name(e->d_name, &no)) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                uint64_t *a = realloc(nos, cap * sizeof *a);
+                if (!a) break;
+                nos = a;
+            }
+            nos[n++] = no;
+        } else if (strstr(e->d_name, ".pbs.tmp")) {
+            unlinkat(sp->dir_fd, e->d_name, 0); /* an interrupted rewrite: the original is intact */
+        }
+    }
+    closedir(d);
+    if (n) qsort(nos, n, sizeof *nos, cmp_u64);
+    for (size_t i = 0; i < n; i++) {
+        if (recover_segment(sp, nos[i], rec, errstr, errstr_size) != 0) {
+            free(nos);
+            return -1;
+        }
+        if (nos[i] >= sp->next_no) sp->next_no = nos[i] + 1;
+    }
+    free(nos);
+    return 0;
+}
+
+static int lock_dir(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    sp->lock_fd = openat(sp->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (sp->lock_fd < 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot create its lock file: %s", sp->dir, strerror(errno));
+        return -1;
+    }
+    if (flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(sp->lock_fd, pid, sizeof pid - 1, 0);
+        if (n > 0) pid[n] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(errstr, errstr_size, "spool.dir '%s' is in use by another predbridged (pid %s); each daemon needs its own",
+                 sp->dir, pid[0] ? pid : "unknown");
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(sp->lock_fd, 0) != 0 || write_all_at(sp->lock_fd, pid, (size_t)len, 0) != 0) {
+        /* Only informative: the flock is what excludes. */
+    }
+    return 0;
+}
+
+pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, size_t errstr_size) {
+    pthread_once(&crc_once, crc_init);
+    int64_t t0 = mono_ms();
+    memset(rec, 0, sizeof *rec);
+    pbsp_t *sp = calloc(1, sizeof *sp);
+    if (!sp || !(sp->dir = strdup(o->dir))) {
+        free(sp);
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    sp->o = *o;
+    sp->o.dir = sp->dir;
+    uint64_t cap = o->max_bytes / 4;
+    if (sp->o.segment_bytes > cap) sp->o.segment_bytes = cap;
+    if (sp->o.segment_bytes < MIN_SEGMENT) sp->o.segment_bytes = MIN_SEGMENT;
+    sp->dir_fd = sp->lock_fd = sp->failed_fd = sp->sync.event_fd = -1;
+    sp->next_seq = sp->next_no = 1;
+    if (mkdir_p(o->dir) != 0 || (sp->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': %s", o->dir, strerror(errno));
+        goto fail;
+    }
+    if (faccessat(sp->dir_fd, ".", W_OK, AT_EACCESS) != 0) {
+        snprintf(errstr, errstr_size, "spool.dir '%s' is not writable: %s", o->dir, strerror(errno));
+        goto fail;
+    }
+    if (lock_dir(sp, errstr, errstr_size) != 0 || recover(sp, rec, errstr, errstr_size) != 0) goto fail;
+    if (!sp->tail && !seg_create(sp, errstr, errstr_size)) goto fail;
+    /* Appends go to a fresh segment; recovered ones are read, replayed and deleted. */
+    if (sp->tail->size > SEG_HDR && !seg_create(sp, errstr, errstr_size)) goto fail;
+    sp->cur = sp->head;
+    sp->cur_off = SEG_HDR;
+    sp->written_seq = sp->buffered_seq = sp->durable = sp->next_seq - 1;
+    if (o->fsync == PBSP_FSYNC_INTERVAL) {
+        syncer_t *y = &sp->sync;
+        y->fd = sp->tail->fd;
+        y->interval_ms = o->fsync_interval_ms;
+        y->want = y->done = sp->durable;
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_mutex_init(&y->mu, NULL);
+        pthread_cond_init(&y->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        y->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (y->event_fd < 0 || pthread_create(&y->thread, NULL, syncer_main, y) != 0) {
+            snprintf(errstr, errstr_size, "spool: cannot start the fsync thread: %s", strerror(errno));
+            goto fail;
+        }
+        y->started = 1;
+    }
+    rec->elapsed_ms = mono_ms() - t0;
+    return sp;
+fail:
+    pbsp_close(sp);
+    return NULL;
+}
+
+void pbsp_close(pbsp_t *sp) {
+    if (!sp) return;
+    if (sp->tail && sp->wlen) {
+        char e[256];
+        if (flush_wbuf(sp, e, sizeof e) != 0)
+            PBLOG_E("spool.close", "%s: %zu bytes of records never acknowledged are lost", e, sp->wlen);
+    }
+    if (sp->sync.started) {
+        pthread_mutex_lock(&sp->sync.mu);
+        sp->sync.stop = 1;
+        pthread_cond_signal(&sp->sync.cv);
+        pthread_mutex_unlock(&sp->sync.mu);
+        pthread_join(sp->sync.thread, NULL);
+    }
+    if (sp->sync.event_fd >= 0) {
+        close(sp->sync.event_fd);
+        pthread_mutex_destroy(&sp->sync.mu);
+        pthread_cond_destroy(&sp->sync.cv);
+    }
+    if (sp->tail && sp->o.fsync != PBSP_FSYNC_NEVER) (void)fdatasync(sp->tail->fd);
+    /* An active segment with nothing undelivered is not left behind; the others keep their mark. */
+    while (sp->head) {
+        seg_t *s = sp->head;
+        sp->head = s->next;
+        if (s->live == 0) {
+            char name[64];
+            seg_name(name, sizeof name, s->no);
+            unlinkat(sp->dir_fd, name, 0);
+        } else if (s->mark > s->mark_saved) {
+            mark_save(sp, s);
+        }
+        close(s->fd);
+        free(s->done);
+        free(s);
+    }
+    if (sp->failed_fd >= 0) close(sp->failed_fd);
+    if (sp->lock_fd >= 0) close(sp->lock_fd);
+    if (sp->dir_fd >= 0) close(sp->dir_fd);
+    free(sp->wbuf);
+    free(sp->rbuf);
+    free(sp->dir);
+    free(sp);
+}

@@ -1,0 +1,456 @@
+/* test_spool: the on-disk spool keeps, replays and retires records, survives torn and damaged
+ * writes, and holds its size bound. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "spool.h"
+
+typedef struct fixture {
+    char dir[64];
+    pbsp_options_t o;
+} fixture_t;
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/pbspool-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    f->o = (pbsp_options_t){.dir = f->dir, .fsync = PBSP_FSYNC_NEVER, .fsync_interval_ms = 5,
+                            .max_bytes = 64u << 20, .segment_bytes = 16u << 20};
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0) return -1;
+    free(f);
+    return 0;
+}
+
+static pbsp_t *open_ok(fixture_t *f, pbsp_recovery_t *rec) {
+    char err[512] = "";
+    pbsp_recovery_t r;
+    pbsp_t *sp = pbsp_open(&f->o, rec ? rec : &r, err, sizeof err);
+    if (!sp) fail_msg("pbsp_open: %s", err);
+    return sp;
+}
+
+/* Record i: value {"i":i}, id id-i, key k-i for even i, model m-i for i % 3 == 0. */
+static pbsp_ticket_t append(pbsp_t *sp, int i) {
+    char value[64], id[32], key[32], model[32];
+    snprintf(value, sizeof value, "{\"i\":%d,\"pad\":\"%040d\"}", i, i);
+    snprintf(id, sizeof id, "id-%d", i);
+    snprintf(key, sizeof key, "k-%d", i);
+    snprintf(model, sizeof model, "m-%d", i);
+    pbd_record_t r = {.value = value, .value_len = strlen(value), .key = i % 2 == 0 ? key : NULL,
+                      .key_len = strlen(key), .timestamp_ms = 1700000000000 + i, .id = id,
+                      .model_version = i % 3 == 0 ? model : NULL};
+    pbsp_ticket_t t;
+    char err[256];
+    assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_OK);
+    return t;
+}
+
+static void commit(pbsp_t *sp) {
+    char err[256];
+    assert_int_equal(pbsp_commit(sp, err, sizeof err), PBSP_OK);
+}
+
+/* Reads the next record and checks it is record i. Returns its ref. */
+static void *expect_next(pbsp_t *sp, int i) {
+    pbd_record_t r;
+    void *ref;
+    uint64_t seq;
+    char err[256], want[64], id[32];
+    assert_int_equal(pbsp_peek(sp, &r, &ref, &seq, err, sizeof err), 1);
+    snprintf(want, sizeof want, "{\"i\":%d,\"pad\":\"%040d\"}", i, i);
+    snprintf(id, sizeof id, "id-%d", i);
+    assert_int_equal(r.value_len, strlen(want));
+    assert_memory_equal(r.value, want, r.value_len);
+    assert_string_equal(r.id, id);
+    assert_int_equal(r.timestamp_ms, 1700000000000 + i);
+    if (i % 2 == 0) {
+        char key[32];
+        snprintf(key, sizeof key, "k-%d", i);
+        assert_int_equal(r.key_len, strlen(key));
+        assert_memory_equal(r.key, key, r.key_len);
+    } else {
+        assert_null(r.key);
+    }
+    if (i % 3 == 0) assert_non_null(r.model_version);
+    else assert_null(r.model_version);
+    free(r.value);
+    pbsp_advance(sp);
+    return ref;
+}
+
+static void expect_end(pbsp_t *sp) {
+    pbd_record_t r;
+    void *ref;
+    uint64_t seq;
+    char err[256];
+    assert_int_equal(pbsp_peek(sp, &r, &ref, &seq, err, sizeof err), 0);
+}
+
+static int count_files(const char *dir, const char *prefix) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d) closedir(d);
+    return n;
+}
+
+/* The only segment file's path. */
+static void segment_path(const char *dir, char *out, size_t size) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    out[0] = '\0';
+    while (d && (e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "seg-", 4) == 0) snprintf(out, size, "%s/%s", dir, e->d_name);
+    if (d) closedir(d);
+    assert_true(out[0] != '\0');
+}
+
+static void test_spool_replays_every_record_in_order_after_reopen(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 100; i++) append(sp, i);
+    commit(sp);
+    pbsp_close(sp); /* nothing delivered: as after a crash */
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 100);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rec.corrupt, 0);
+    for (int i = 0; i < 100; i++) expect_next(sp, i);
+    expect_end(sp);
+    /* New records follow the replayed ones, with higher sequence numbers. */
+    pbsp_ticket_t t = append(sp, 100);
+    assert_true(t.seq > 100);
+    expect_next(sp, 100);
+    pbsp_close(sp);
+}
+
+static void test_spool_first_record_is_next_to_send_only_when_caught_up(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    pbsp_ticket_t a = append(sp, 0);
+    assert_true(a.next_to_send);
+    pbsp_ticket_t b = append(sp, 1); /* a was not handed over yet */
+    assert_false(b.next_to_send);
+    pbsp_advance(sp); /* a handed over from memory */
+    expect_next(sp, 1); /* b comes back from disk */
+    pbsp_ticket_t c = append(sp, 2);
+    assert_true(c.next_to_send);
+    pbsp_close(sp);
+}
+
+static void test_spool_deletes_segments_once_all_their_records_are_delivered(void **state) {
+    fixture_t *f = *state;
+    f->o.segment_bytes = 4096; /* ~50 records per segment */
+    pbsp_t *sp = open_ok(f, NULL);
+    void *refs[300];
+    for (int i = 0; i < 300; i++) append(sp, i);
+    commit(sp);
+    for (int i = 0; i < 300; i++) refs[i] = expect_next(sp, i);
+    int before = count_files(f->dir, "seg-");
+    assert_true(before >= 5);
+    /* Retiring all but record 10 deletes every full segment except the first one. */
+    for (int i = 0; i < 300; i++)
+        if (i != 10) pbsp_retire(sp, refs[i]);
+    assert_int_equal(count_files(f->dir, "seg-"), 2); /* the first, and the active one */
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.records, 1);
+    pbsp_close(sp);
+
+    /* After a restart the first segment's records from 10 on come back: 0..9 are below its
+     * delivery mark, the later ones were delivered out of order, after the record the mark waits for. */
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.segments, 1);
+    assert_true(rec.records >= 10 && rec.records < 100);
+    for (int i = 10; i < 10 + (int)rec.records; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.records, 0);
+    assert_int_equal(count_files(f->dir, "seg-"), 1);
+    pbsp_close(sp);
+    assert_int_equal(count_files(f->dir, "seg-"), 0); /* nothing undelivered is left */
+}
+
+static void test_spool_crash_replays_only_from_the_last_written_delivery_mark(void **state) {
+    fixture_t *f = *state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* a daemon that delivers 2,500 of 3,000 records in order, then dies */
+        char err[256];
+        pbsp_recovery_t rec;
+        pbsp_t *sp = pbsp_open(&f->o, &rec, err, sizeof err);
+        if (!sp) _exit(2);
+        pbd_record_t r = {.value = "{}", .value_len = 2, .id = "x", .timestamp_ms = 1};
+        pbsp_ticket_t t;
+        void *refs[3000];
+        for (int i = 0; i < 3000; i++) {
+            if (pbsp_append(sp, &r, &t, err, sizeof err) != PBSP_OK) _exit(3);
+            refs[i] = t.ref;
+        }
+        if (pbsp_commit(sp, err, sizeof err) != PBSP_OK) _exit(4);
+        for (int i = 0; i < 2500; i++) pbsp_retire(sp, refs[i]);
+        _exit(0); /* no pbsp_close: the mark is what was written along the way */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    /* The mark is written every 1,024 deliveries: at 1,024 and 2,048 delivered. */
+    assert_int_equal(rec.records, 3000 - 2048);
+    pbsp_close(sp);
+}
+
+static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 10; i++) append(sp, i);
+    commit(sp);
+    for (int i = 0; i < 10; i++) pbsp_retire(sp, expect_next(sp, i));
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_true(u.bytes > 24 + 10 * 50);
+    pbsp_tick(sp);
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.bytes, 24); /* the header */
+    char seg[256];
+    segment_path(f->dir, seg, sizeof seg);
+    struct stat st;
+    assert_int_equal(stat(seg, &st), 0);
+    assert_int_equal(st.st_size, 24);
+    append(sp, 10);
+    expect_next(sp, 10);
+    pbsp_close(sp);
+}
+
+static void test_spool_cuts_a_torn_tail(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 5; i++) append(sp, i);
+    commit(sp);
+    pbsp_close(sp);
+    char seg[256];
+    segment_path(f->dir, seg, sizeof seg);
+    struct stat st;
+    assert_int_equal(stat(seg, &st), 0);
+    assert_int_equal(truncate(seg, st.st_size - 7), 0); /* the last record's write was cut short */
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 4);
+    assert_true(rec.torn_bytes > 0);
+    assert_int_equal(rec.corrupt, 0);
+    for (int i = 0; i < 4; i++) expect_next(sp, i);
+    expect_end(sp);
+    char corrupt[128];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
+    assert_int_equal(count_files(corrupt, "seg-"), 1); /* the cut bytes are kept for inspection */
+    /* Appends after recovery land whole and come back. */
+    append(sp, 4);
+    expect_next(sp, 4);
+    commit(sp);
+    pbsp_close(sp);
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 5);
+    assert_int_equal(rec.torn_bytes, 0);
+    pbsp_close(sp);
+}
+
+static void test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 5; i++) append(sp, i);
+    commit(sp);
+    pbsp_close(sp);
+    char seg[256];
+    segment_path(f->dir, seg, sizeof seg);
+    /* Flip one byte inside record 2's value. */
+    FILE *fp = fopen(seg, "r+b");
+    assert_non_null(fp);
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    char *hit = memmem(buf, n, "{\"i\":2,", 7);
+    assert_non_null(hit);
+    hit[2] ^= 0x20;
+    assert_int_equal(fseek(fp, 0, SEEK_SET), 0);
+    assert_int_equal(fwrite(buf, 1, n, fp), n);
+    fclose(fp);
+
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 4);
+    assert_int_equal(rec.corrupt, 1);
+    expect_next(sp, 0);
+    expect_next(sp, 1);
+    expect_next(sp, 3);
+    expect_next(sp, 4);
+    expect_end(sp);
+    pbsp_close(sp);
+    char corrupt[128];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
+    assert_int_equal(count_files(corrupt, "seg-"), 1);
+    /* The segment was rewritten without it: a second recovery finds nothing damaged. */
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 4);
+    assert_int_equal(rec.corrupt, 0);
+    pbsp_close(sp);
+}
+
+static void test_spool_refuses_appends_beyond_its_size_bound_until_records_retire(void **state) {
+    fixture_t *f = *state;
+    f->o.max_bytes = 16384;
+    pbsp_t *sp = open_ok(f, NULL);
+    int n = 0;
+    pbd_record_t r = {.value = "{\"x\":1}", .value_len = 7, .id = "id", .timestamp_ms = 1};
+    pbsp_ticket_t t;
+    char err[256];
+    pbsp_status_t st;
+    while ((st = pbsp_append(sp, &r, &t, err, sizeof err)) == PBSP_OK) n++;
+    assert_int_equal(st, PBSP_FULL);
+    assert_true(n > 100 && n < 16384 / 40);
+    assert_true(pbsp_full(sp));
+    commit(sp);
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_true(u.bytes <= 16384);
+    /* Delivering everything frees the space. */
+    pbd_record_t got;
+    void *ref;
+    uint64_t seq;
+    while (pbsp_peek(sp, &got, &ref, &seq, err, sizeof err) == 1) {
+        free(got.value);
+        pbsp_advance(sp);
+        pbsp_retire(sp, ref);
+    }
+    pbsp_tick(sp);
+    assert_false(pbsp_full(sp));
+    assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_OK);
+    pbsp_close(sp);
+}
+
+static void wait_durable(pbsp_t *sp, uint64_t seq) {
+    for (int i = 0; i < 500 && pbsp_durable_seq(sp) < seq; i++) {
+        struct pollfd p = {.fd = pbsp_event_fd(sp), .events = POLLIN};
+        (void)poll(&p, 1, 10);
+        pbsp_serve(sp);
+    }
+}
+
+static void test_spool_acknowledges_only_what_the_policy_made_durable(void **state) {
+    fixture_t *f = *state;
+    static const pbsp_fsync_t policies[] = {PBSP_FSYNC_NEVER, PBSP_FSYNC_ALWAYS, PBSP_FSYNC_INTERVAL};
+    for (size_t p = 0; p < 3; p++) {
+        f->o.fsync = policies[p];
+        pbsp_t *sp = open_ok(f, NULL);
+        pbsp_ticket_t t = append(sp, (int)p);
+        assert_true(pbsp_durable_seq(sp) < t.seq); /* appended is not yet accepted */
+        commit(sp);
+        if (policies[p] == PBSP_FSYNC_INTERVAL) {
+            assert_true(pbsp_event_fd(sp) >= 0);
+            wait_durable(sp, t.seq);
+        } else {
+            assert_int_equal(pbsp_event_fd(sp), -1);
+        }
+        assert_true(pbsp_durable_seq(sp) >= t.seq);
+        pbsp_close(sp);
+    }
+}
+
+static void test_spool_directory_is_locked_against_a_second_daemon(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    char err[512] = "";
+    pbsp_recovery_t rec;
+    assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
+    assert_non_null(strstr(err, "in use by another predbridged"));
+    assert_non_null(strstr(err, f->dir));
+    pbsp_close(sp);
+    sp = open_ok(f, NULL); /* released on close */
+    pbsp_close(sp);
+}
+
+static void test_spool_names_an_unusable_directory(void **state) {
+    fixture_t *f = *state;
+    char file[128], err[512] = "";
+    snprintf(file, sizeof file, "%s/plainfile", f->dir);
+    FILE *fp = fopen(file, "w");
+    fclose(fp);
+    f->o.dir = file;
+    pbsp_recovery_t rec;
+    assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
+    assert_non_null(strstr(err, "spool.dir"));
+    assert_non_null(strstr(err, file));
+}
+
+static void test_spool_sets_refused_records_aside(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_ok(f, NULL);
+    append(sp, 0);
+    commit(sp);
+    void *ref = expect_next(sp, 0);
+    assert_int_equal(pbsp_set_aside(sp, ref, "{\"i\":0}", 7), 0);
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.records, 0);
+    assert_int_equal(u.set_aside, 1);
+    pbsp_close(sp);
+    char path[128], line[64] = "";
+    snprintf(path, sizeof path, "%s/failed.ndjson", f->dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(line, sizeof line, fp));
+    fclose(fp);
+    assert_string_equal(line, "{\"i\":0}\n");
+}
+
+static void test_spool_fsync_policy_names(void **state) {
+    (void)state;
+    assert_int_equal(pbsp_fsync_parse("always"), PBSP_FSYNC_ALWAYS);
+    assert_int_equal(pbsp_fsync_parse("interval"), PBSP_FSYNC_INTERVAL);
+    assert_int_equal(pbsp_fsync_parse("never"), PBSP_FSYNC_NEVER);
+    assert_int_equal(pbsp_fsync_parse("sometimes"), -1);
+}
+
+int main(void) {
+    pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_spool");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_spool_replays_every_record_in_order_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_first_record_is_next_to_send_only_when_caught_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_deletes_segments_once_all_their_records_are_delivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_tick_empties_a_delivered_active_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_crash_replays_only_from_the_last_written_delivery_mark, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_cuts_a_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_refuses_appends_beyond_its_size_bound_until_records_retire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_acknowledges_only_what_the_policy_made_durable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_directory_is_locked_against_a_second_daemon, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_names_an_unusable_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_sets_refused_records_aside, setup, teardown),
+        cmocka_unit_test(test_spool_fsync_policy_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
