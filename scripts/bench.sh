@@ -200,8 +200,10 @@ proc_thread_ticks() { # "MAIN OTHER": utime+stime of PID's main thread and of al
 }
 
 # ---- predbridged ----
-run_predbridged() { # run_predbridged GROUP SIZE N WARMUP ACK RATE
-  local group=$1 size=$2 n=$3 warm=$4 ack=$5 rate=$6
+run_predbridged() { # run_predbridged GROUP SIZE N WARMUP ACK RATE [FSYNC]
+  local group=$1 size=$2 n=$3 warm=$4 ack=$5 rate=$6 fsync=${7:-interval}
+  local tool=predbridged
+  [ "$fsync" = interval ] || tool="predbridged fsync=$fsync"
   new_topic
   local topic=$TOPIC
   local sock=$tmp/pbd.sock conf=$tmp/predbridged.conf
@@ -217,8 +219,11 @@ tls.key = $C/predbridged.key
 producer.compression = lz4
 producer.linger_ms = 5
 producer.flush_timeout_ms = 10000
+spool.dir = $tmp/spool
+spool.fsync = $fsync
 log.level = info
 CONF
+  rm -rf "$tmp/spool"
   mkfifo "$tmp/pbd.fifo"
   "$predbridged" --config "$conf" 2>"$tmp/pbd.fifo" &
   local pid=$! fd
@@ -251,9 +256,9 @@ CONF
   wait "$pid" || say "predbridged exited with status $? (log: $tmp/predbridged.log)"
   forget_pid "$pid"
   wait "$drain" || true
-  add_row "$group" predbridged "$size" "$RESULT" "$(ticks_s $((cpu1 - cpu0)))" "$hwm"
+  add_row "$group" "$tool" "$size" "$RESULT" "$(ticks_s $((cpu1 - cpu0)))" "$hwm"
   local m0 o0 m1 o1; read -r m0 o0 <<<"$th0"; read -r m1 o1 <<<"$th1"
-  say "predbridged $group: $RESULT (RSS after start-up ${rss0} kB, peak ${hwm} kB;" \
+  say "$tool $group: $RESULT (RSS after start-up ${rss0} kB, peak ${hwm} kB;" \
       "CPU s: event-loop thread $(ticks_s $((m1 - m0))), librdkafka threads $(ticks_s $((o1 - o0))))"
 }
 
@@ -306,9 +311,11 @@ run_consume() { # run_consume GROUP SOURCE
 
 # scenario GROUP SIZE N ACK RATE: predbridged, then (fire-and-forget only) raw and kcat. The first
 # predictions (1 s worth when paced, else 5 %) are a warm-up: they must arrive but are not measured.
+# With a sixth argument "nofsync", predbridged also runs with spool.fsync = never (the spool's cost).
 scenario() {
   local warm=$(( $5 > 0 ? $5 : $3 / 20 ))
   run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5"
+  [ "${6:-}" = nofsync ] && run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5" never
   if [ "$4" = none ]; then
     run_pipe "$1" raw "$2" "$3" "$warm" "$5"
     run_pipe "$1" kcat "$2" "$3" "$warm" "$5"
@@ -327,14 +334,14 @@ timeout --kill-after=5 120 "$bin/pb_loadgen" --stdout -n 100000 -s 300 --timeout
 rate_secs=${PB_BENCH_RATE_SECS:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
 if [ "$quick" = 1 ]; then
   n300=${PB_BENCH_N300:-50000}
-  scenario "300B ff" 300 "$n300" none 0
+  scenario "300B ff" 300 "$n300" none 0 nofsync
 else
   n300=${PB_BENCH_N300:-300000}
   n4k=${PB_BENCH_N4K:-50000}
-  scenario "300B ff" 300 "$n300" none 0
-  scenario "300B ack" 300 "$n300" delivered 0
-  scenario "4KiB ff" 4096 "$n4k" none 0
-  scenario "4KiB ack" 4096 "$n4k" delivered 0
+  scenario "300B ff" 300 "$n300" none 0 nofsync
+  scenario "300B ack" 300 "$n300" delivered 0 nofsync
+  scenario "4KiB ff" 4096 "$n4k" none 0 nofsync
+  scenario "4KiB ack" 4096 "$n4k" delivered 0 nofsync
 fi
 scenario "300B 10k/s" 300 $((10000 * (rate_secs + 1))) none 10000
 # Consumer throughput (full run only): the topic the first fire-and-forget raw run filled (300 B).
@@ -365,14 +372,14 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
     { rows[NR] = $0 }
     function num(x) { return x == "NA" ? "-" : x }
     END {
-      fmt = "%-11s %-22s %8s %9s %7s %8s %8s %8s %6s %7s %6s %6s\n"
+      fmt = "%-11s %-24s %8s %9s %7s %8s %8s %8s %6s %7s %6s %6s\n"
       printf fmt, "scenario", "tool", "count", "pred/s", "MB/s", "p50 ms", "p99 ms", "p99.9ms", "CPU s", "RSS MB", "/raw", "/kcat"
       for (i = 1; i <= NR; i++) {
         split(rows[i], f, "\t")
         r = f[5] + 0; vr = "-"; vk = "-"
         sz = f[3] + 0
         base = f[1]; sub(/ ack$/, " ff", base)
-        if (f[2] == "predbridged") {
+        if (f[2] ~ /^predbridged/) {
           if (rate[base, "raw"] > 0) vr = sprintf("%.2f", r / rate[base, "raw"])
           if (rate[base, "kcat"] > 0) vk = sprintf("%.2f", r / rate[base, "kcat"])
         }
@@ -380,6 +387,12 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
           vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka-group"])
         printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
                f[9], sprintf("%.1f", f[10] / 1024), vr, vk
+      }
+      for (i = 1; i <= NR; i++) {
+        split(rows[i], f, "\t")
+        if (f[2] == "predbridged fsync=never" && rate[f[1], "predbridged fsync=never"] > 0)
+          printf "spool cost, %s: predbridged with spool.fsync=interval (default) / with spool.fsync=never = %.2f\n",
+                 f[1], rate[f[1], "predbridged"] / rate[f[1], "predbridged fsync=never"]
       }
     }' "$results"
   echo

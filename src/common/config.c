@@ -178,7 +178,8 @@ static const pbconf_key_t pbconf_keys[] = {
     {.name = "tls.keystore_passphrase_file", PBCONF_TLS_FILE(5), .flags = PBCONF_SHARED,
      .doc = "File whose first line is the passphrase of tls.keystore."},
     {.name = "tls.crl", PBCONF_TLS_FILE(6), .flags = PBCONF_SHARED,
-     .doc = "PEM certificate revocation list checked against the broker's chain."},
+     .doc = "PEM CRL file: the broker's certificate must not be listed in it. It must hold a current CRL from the "
+            "CA that issued the broker's certificate, or every broker is refused."},
     {.name = "tls.pins", .type = PBCONF_PINS, .flags = PBCONF_SHARED, .def = "", .def_doc = "(none)", .max = PBTLS_MAX_PINS,
      .doc = "SHA-256 pins of the broker's public key (sha256//BASE64 of the SPKI); when set, the broker "
             "must match one of them in addition to CA and host-name verification."},

@@ -28,8 +28,9 @@ static void usage(FILE *f) {
             "  -V, --version         print the version\n"
             "  -h, --help            this help\n"
             "\n"
-            "Signals: SIGTERM/SIGINT stop accepting, deliver what is queued (producer.flush_timeout_ms),\n"
-            "and exit 0.\n");
+            "Signals: SIGTERM/SIGINT stop accepting, deliver what is queued (producer.flush_timeout_ms;\n"
+            "what is left stays in spool.dir for the next start), and exit 0. SIGHUP reloads the TLS\n"
+            "files (tls.cert, tls.key, tls.ca, ...) without a restart; so does a change on disk with tls.watch.\n");
 }
 
 static void warn_cb(void *ctx, const char *message) {

@@ -446,10 +446,14 @@ static void pause_reading(pbd_server_t *s) {
     if (now - s->pause_logged >= 10) {
         pbsp_usage_t u;
         pbsp_get_usage(s->spool, &u);
-        PBLOG_W("backpressure", "spool full (%llu records, %llu bytes; spool.max_bytes %zu%s): reading paused until "
-                "the broker takes records (%llu pauses so far)", (unsigned long long)u.records,
-                (unsigned long long)u.bytes, s->cfg->spool_max_bytes, pbsp_full(s->spool) && u.bytes < s->cfg->spool_max_bytes
-                ? ", or the disk is full" : "", (unsigned long long)s->stats.pauses);
+        if (pbsp_disk_full(s->spool))
+            PBLOG_W("backpressure", "the disk under spool.dir '%s' is full (%llu records, %llu bytes spooled): reading "
+                    "paused until space returns (%llu pauses so far)", s->cfg->spool_dir, (unsigned long long)u.records,
+                    (unsigned long long)u.bytes, (unsigned long long)s->stats.pauses);
+        else
+            PBLOG_W("backpressure", "spool full (%llu records, %llu bytes; spool.max_bytes %zu): reading paused until "
+                    "the broker takes records (%llu pauses so far)", (unsigned long long)u.records,
+                    (unsigned long long)u.bytes, s->cfg->spool_max_bytes, (unsigned long long)s->stats.pauses);
         s->pause_logged = now;
     }
 }

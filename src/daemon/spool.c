@@ -776,6 +776,10 @@ int pbsp_full(const pbsp_t *sp) {
     return sp->nospace || sp->size_full;
 }
 
+int pbsp_disk_full(const pbsp_t *sp) {
+    return sp->nospace;
+}
+
 void pbsp_get_usage(const pbsp_t *sp, pbsp_usage_t *u) {
     u->bytes = sp->bytes;
     u->records = sp->records;
@@ -865,6 +869,16 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
     while (pos < len) {
         view_t v;
         int pr = parse_record(data + pos, len - pos, &v);
+        if (pr == 1 && n_keep && v.seq <= max_seq) {
+            /* Sequence numbers only grow within a segment: an old copy of a record is damage too. */
+            PBLOG_E("spool.corrupt", "spool.dir '%s': %s repeats record %" PRIu64 " at offset %" PRIu64
+                    "; moved aside to corrupt/", sp->dir, name, v.seq, pos);
+            move_aside(sp, &tmp_seg, pos, data + pos, (size_t)v.total, "repeated");
+            rec->corrupt++;
+            damaged = 1;
+            pos += v.total;
+            continue;
+        }
         if (pr == 1) {
             if (n_keep == cap) {
                 cap = cap ? cap * 2 : 1024;

@@ -110,8 +110,9 @@ int pbsp_set_aside(pbsp_t *sp, void *ref, const void *value, size_t value_len);
  * write that failed because the disk was full. */
 void pbsp_tick(pbsp_t *sp);
 
-/* 1 while appends would return PBSP_FULL (size bound or disk full). */
+/* 1 while appends would return PBSP_FULL (size bound or disk full); pbsp_disk_full: the disk. */
 int pbsp_full(const pbsp_t *sp);
+int pbsp_disk_full(const pbsp_t *sp);
 
 typedef struct pbsp_usage {
     uint64_t bytes;   /* segment files' total size, buffered bytes included */
