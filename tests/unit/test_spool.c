@@ -248,14 +248,20 @@ static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
     pbsp_close(sp);
 }
 
-static void test_spool_cuts_a_torn_tail(void **state) {
-    fixture_t *f = *state;
+/* A closed spool holding records 0..4 in one segment, whose path goes to seg. */
+static void spool_of_five(fixture_t *f, char *seg, size_t size) {
     pbsp_t *sp = open_ok(f, NULL);
     for (int i = 0; i < 5; i++) append(sp, i);
     commit(sp);
     pbsp_close(sp);
+    segment_path(f->dir, seg, size);
+}
+
+static void test_spool_cuts_a_torn_tail(void **state) {
+    fixture_t *f = *state;
     char seg[256];
-    segment_path(f->dir, seg, sizeof seg);
+    spool_of_five(f, seg, sizeof seg);
+    pbsp_t *sp;
     struct stat st;
     assert_int_equal(stat(seg, &st), 0);
     assert_int_equal(truncate(seg, st.st_size - 7), 0); /* the last record's write was cut short */
@@ -282,12 +288,9 @@ static void test_spool_cuts_a_torn_tail(void **state) {
 
 static void test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest(void **state) {
     fixture_t *f = *state;
-    pbsp_t *sp = open_ok(f, NULL);
-    for (int i = 0; i < 5; i++) append(sp, i);
-    commit(sp);
-    pbsp_close(sp);
     char seg[256];
-    segment_path(f->dir, seg, sizeof seg);
+    spool_of_five(f, seg, sizeof seg);
+    pbsp_t *sp;
     /* Flip one byte inside record 2's value. */
     FILE *fp = fopen(seg, "r+b");
     assert_non_null(fp);
