@@ -15,8 +15,9 @@ extern "C" {
 /*
  * A configuration for pb_consumer_new. Keys and syntax are predbridged's (`key = value` properties,
  * ${ENV} expansion): bootstrap.servers, tls.ca, tls.cert + tls.key or tls.keystore, tls.pins, tls.crl,
- * tls.*_passphrase_file, message.max_bytes, message.required_fields, plus the consumer's own
- * log.level and log.format (for the log callback, below), group.id (required), topics,
+ * tls.*_passphrase_file, tls.watch_debounce_ms, message.max_bytes, message.required_fields, plus the
+ * consumer's own tls.watch (default false: see pb_consumer_reload_tls), log.level and log.format (for
+ * the log callback, below), group.id (required), topics,
  * auto.offset.reset (earliest|latest), consumer.retry_backoff_ms, consumer.commit_interval_ms,
  * consumer.dedup.window (see pb_consumer_t), and kafka.<property> pass-through to librdkafka.
  * Refused with PB_ERR_INSECURE: anything that would turn TLS or its verification off

@@ -29,18 +29,20 @@ typedef pb_action_t (*pb_prediction_fn)(const pb_message_t *msg, void *opaque);
  * CA, host name, pin, protocol version), PB_ERR_AUTHENTICATION, PB_ERR_AUTHORIZATION (topic or group
  * ACL), PB_ERR_PARSE (a record that is not a valid prediction; msg is its view, without JSON; the
  * record is skipped and committed), PB_ERR_BROKER (other broker or network errors; the consumer
- * keeps retrying). cause is a readable text, valid during the call; msg is NULL unless the error is
- * about one record.
+ * keeps retrying), and with tls.watch: PB_ERR_CERTIFICATE (a reload of changed TLS files was refused;
+ * the cause names the file) or PB_ERR_IO (the file watch failed and stopped). cause is a readable
+ * text, valid during the call; msg is NULL unless the error is about one record.
  */
 typedef void (*pb_error_fn)(pb_err_t code, const char *cause, const pb_message_t *msg, void *opaque);
 
 /*
- * The consumer. Threading: pb_consumer_poll, pb_consumer_run, pb_consumer_close and
- * pb_consumer_destroy must be called from one thread at a time (normally one application thread);
- * both callbacks run on that thread, inside poll/run/close, and so does the log function (see
- * predbridge/log.h; also inside pb_consumer_new). pb_consumer_stop may be called from any thread
- * and from a signal handler, pb_consumer_stats from any thread. A callback may call
- * pb_consumer_stop and pb_consumer_stats, never close or destroy.
+ * The consumer. Threading: pb_consumer_poll, pb_consumer_run, pb_consumer_reload_tls,
+ * pb_consumer_close and pb_consumer_destroy must be called from one thread at a time (normally one
+ * application thread); both callbacks run on that thread, inside poll/run/close (on_error also inside
+ * reload_tls), and so does the log function (see predbridge/log.h; also inside pb_consumer_new and
+ * reload_tls). pb_consumer_stop may be called from any thread and from a signal handler,
+ * pb_consumer_stats from any thread. A callback may call pb_consumer_stop and pb_consumer_stats, never
+ * reload_tls (it returns PB_ERR_STATE), close or destroy.
  * The application must call poll or run at least every max.poll.interval.ms (kafka.*, 300 s by
  * default), or the group considers it dead and moves its partitions.
  * Guarantees: at-least-once. An offset is committed only after on_prediction returned PB_COMMIT
@@ -76,7 +78,8 @@ PB_API pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn 
 
 /* Waits up to timeout_ms (-1: forever) for messages and events, and dispatches what is there to the
  * callbacks. Blocks. Returns PB_OK (also when nothing came), PB_ERR_STOPPED once pb_consumer_stop
- * was called, or PB_ERR_STATE after pb_consumer_close. */
+ * was called, or PB_ERR_STATE after pb_consumer_close. With tls.watch, a reload of changed TLS files
+ * runs inside (see pb_consumer_reload_tls), and may keep it past timeout_ms while the group is left. */
 PB_API pb_err_t pb_consumer_poll(pb_consumer_t *c, int timeout_ms);
 
 /* Dispatches until pb_consumer_stop is called. Blocks. Returns PB_OK when stopped, PB_ERR_STATE after
@@ -86,6 +89,34 @@ PB_API pb_err_t pb_consumer_run(pb_consumer_t *c);
 /* Makes run return and poll return PB_ERR_STOPPED, promptly, from now on. Thread-safe and
  * async-signal-safe (an atomic flag and one write(2)); never blocks; c must stay alive. */
 PB_API void pb_consumer_stop(pb_consumer_t *c);
+
+/*
+ * Moves the consumer to new TLS material without a restart and without losing its place. Reads the
+ * configured TLS files again (the same paths: tls.ca, tls.cert, tls.key or tls.keystore, their
+ * passphrase files, tls.crl; the configuration itself is not read again) and checks them as
+ * pb_consumer_new does: readable, key matches certificate, chain to tls.ca, within its validity,
+ * usable for client authentication.
+ *  - If the check fails, nothing changes: the consumer keeps consuming over its current connection,
+ *    the failure is logged (event tls.reload) and counted (PB_STAT_TLS_RELOAD_FAILURES), and errstr
+ *    has the cause naming the key and the file ("tls.key '/etc/tls/tls.key': does not match ...").
+ *  - If it passes: what on_prediction processed is committed (synchronously), the current librdkafka
+ *    consumer leaves the group, and a new one made with the new material joins it and resumes from the
+ *    committed offsets (counted as PB_STAT_TLS_RELOADS). Messages fetched but not yet delivered are
+ *    fetched again from there: none is lost, none delivered twice. The dedup window, the counters and
+ *    the callbacks carry over. A message waiting out a PB_RETRY backoff comes again at once, as after
+ *    a rebalance. Should that commit fail (a broken connection is often why one reloads), the reload
+ *    still happens and what was processed since the last commit may come again (the dedup window drops
+ *    those with a pb-id); the log says so and commit_failures counts it.
+ * With tls.watch = true, pb_consumer_poll and pb_consumer_run do this by themselves once changed files
+ * have been quiet for tls.watch_debounce_ms (a failure then reaches on_error with the same cause).
+ * Returns PB_OK; PB_ERR_CERTIFICATE (the material is unusable, or librdkafka could not load it),
+ * PB_ERR_NOMEM, PB_ERR_STATE (after pb_consumer_close, or from inside a callback), or
+ * PB_ERR_INVALID_ARG; the cause in errstr (may be NULL), which never holds key material or
+ * passphrases. Threading: as pb_consumer_poll; on_error and the log function may run inside it,
+ * on_prediction does not. Blocks while the old consumer commits and leaves the group (normally well
+ * under a second; at most about kafka.session.timeout.ms); the new one joins during the next polls.
+ */
+PB_API pb_err_t pb_consumer_reload_tls(pb_consumer_t *c, char *errstr, size_t errstr_size);
 
 /* Commits the offsets of everything processed, synchronously, and leaves the group, so the
  * partitions move to other members at once. Blocks until the broker answered (or the group

@@ -24,6 +24,8 @@ extern "C" {
  *   auth_failures PB_ERR_AUTHENTICATION and PB_ERR_AUTHORIZATION reports
  *   commits       offset commits the broker accepted; commit_failures: the ones that failed (their
  *                 offsets go with the next commit)
+ *   tls_reloads   reloads of the TLS files that took effect (pb_consumer_reload_tls, or tls.watch);
+ *                 tls_reload_failures: the ones refused (bad material: the connection kept its own)
  * So received = delivered + duplicates + skipped, and skipped = the sum of the skipped_* counters.
  */
 #define PB_STAT_MAP(X)                                                                                       \
@@ -41,7 +43,9 @@ extern "C" {
     X(TLS_FAILURES, 11, "tls_failures")                                                                      \
     X(AUTH_FAILURES, 12, "auth_failures")                                                                    \
     X(COMMITS, 13, "commits")                                                                                \
-    X(COMMIT_FAILURES, 14, "commit_failures")
+    X(COMMIT_FAILURES, 14, "commit_failures")                                                                \
+    X(TLS_RELOADS, 15, "tls_reloads")                                                                        \
+    X(TLS_RELOAD_FAILURES, 16, "tls_reload_failures")
 
 typedef enum pb_stat {
 #define PB_STAT_ENUM_(name, value, text) PB_STAT_##name = value,

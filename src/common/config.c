@@ -191,7 +191,13 @@ static const pbconf_key_t pbconf_keys[] = {
      .doc = "Reload the TLS files (tls.ca, tls.cert, tls.key, tls.keystore, tls.crl and passphrase files) "
             "when they change: replaced by rename, rewritten, or swapped by a Kubernetes secret volume. "
             "SIGHUP reloads them either way."},
-    {.name = "tls.watch_debounce_ms", .type = PBCONF_INT, .def = "500", .min = 0, .max = 60000,
+    /* The consumer's own tls.watch: off unless asked for, since a reload makes the consumer leave and
+     * rejoin its group (a rebalance) and runs inside pb_consumer_poll. */
+    {.name = "tls.watch", .type = PBCONF_ENUM, .flags = PBCONF_CONSUMER, .def = "false", .choices = pbconf_booleans,
+     .store_choice = pbconf_store_tls_watch,
+     .doc = "Reload the TLS files (as pb_consumer_reload_tls does) from within pb_consumer_poll/run when they "
+            "change: replaced by rename, rewritten, or swapped by a Kubernetes secret volume."},
+    {.name = "tls.watch_debounce_ms", .type = PBCONF_INT, .flags = PBCONF_SHARED, .def = "500", .min = 0, .max = 60000,
      .off = PBCONF_OFF(tls_watch_debounce_ms),
      .doc = "How long the TLS files must stay unchanged before a reload, in milliseconds, so a "
             "certificate and its key replaced one after the other are loaded together."},
@@ -865,7 +871,7 @@ void pbd_config_write_reference(FILE *f) {
     }
     fputs("| `kafka.<property>` | (unset) | Any other librdkafka property, checked by librdkafka at startup. "
           "Refused: security.protocol, ssl.\\*, sasl.\\*, certificate and host-name verification, "
-          "bootstrap.servers, acks and idempotence, plugins, and properties with a key of their own "
+          "bootstrap.servers, acks and idempotence, plugins, test.\\* (mock brokers), and properties with a key of their own "
           "(linger.ms, compression.codec). |\n",
           f);
 }

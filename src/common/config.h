@@ -38,7 +38,7 @@ typedef struct pbd_config {
     /* tls.* : the string fields of tls point into storage owned by this struct */
     pbtls_settings_t tls;
     char *tls_strings[7];       /* owned storage behind tls.ca ... tls.crl */
-    int tls_watch;              /* tls.watch: reload when the TLS files change, default true */
+    int tls_watch;              /* tls.watch: reload when the TLS files change, default true in predbridged, false in libpredbridge */
     int tls_watch_debounce_ms;  /* tls.watch_debounce_ms: quiet time before reloading, default 500 */
 
     /* message.* */

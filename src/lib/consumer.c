@@ -1,10 +1,8 @@
 /* consumer.c: pb_consumer_t: a librdkafka consumer behind predbridge's TLS policy, with
  * at-least-once offsets, ordered retries and error reporting through callbacks. */
-#include "lib_internal.h"
+#include "consumer_internal.h"
 
 #include "common/record.h"
-#include "common/tls.h"
-#include "lib/dedup.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -33,33 +31,9 @@ typedef struct pbc_retry {
     int resumed;
 } pbc_retry_t;
 
-struct pb_consumer {
-    pbtls_opaque_head_t tls; /* first member: the TLS verifier finds itself through the conf opaque */
-    rd_kafka_t *rk;
-    rd_kafka_queue_t *queue;
-    int queue_fd; /* librdkafka writes here when the consumer queue becomes non-empty */
-    int stop_fd;  /* pb_consumer_stop writes here */
-    atomic_int stopped;
-    int closed;
-    pb_prediction_fn on_prediction;
-    pb_error_fn on_error;
-    void *opaque;
-    char **required;
-    size_t n_required;
-    size_t max_bytes;
-    int retry_backoff_ms;
-    int commit_interval_ms;
-    int64_t next_commit_ms;
-    pbc_retry_t *retries;
-    size_t n_retries;
-    pbdedup_t *dedup; /* consumer.dedup.window; NULL when 0 */
-    pbstats_t stats;
-    pblib_log_t log;
-};
+PBTLS_OPAQUE_HEAD_CHECK(pbc_conn_t, tls);
 
-PBTLS_OPAQUE_HEAD_CHECK(struct pb_consumer, tls);
-
-static int64_t pbc_now_ms(void) {
+int64_t pbc_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -91,11 +65,12 @@ static void pbc_cause_of(const char *reason, char *out, size_t size) {
 /* Runs on the thread in poll/run/close: the main queue is forwarded to the consumer queue. */
 static void pbc_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     (void)rk;
-    pb_consumer_t *c = opaque;
+    pbc_conn_t *conn = opaque;
+    pb_consumer_t *c = conn->c;
     char cause[512], verify[512] = "", text[1100];
     pbc_cause_of(reason, cause, sizeof cause);
     pb_err_t code = pbmsg_classify_error((rd_kafka_resp_err_t)err, cause);
-    if (c->tls.verifier) pbtls_verifier_last_failure(c->tls.verifier, verify, sizeof verify);
+    if (conn->tls.verifier) pbtls_verifier_last_failure(conn->tls.verifier, verify, sizeof verify);
     if (code == PB_ERR_TLS && verify[0])
         snprintf(text, sizeof text, "%s (%s)", verify, cause);
     else
@@ -107,14 +82,14 @@ static void pbc_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
  * runs in poll/run/close; without one it may run on librdkafka's threads and does nothing: a library
  * does not write to stderr on its own, and errors reach on_error through error_cb. */
 static void pbc_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    pb_consumer_t *c = rd_kafka_opaque(rk);
-    if (c && c->log.fn) pblib_log_kafka(&c->log, level, fac, buf);
+    const pbc_conn_t *conn = rd_kafka_opaque(rk);
+    if (conn && conn->c->log.fn) pblib_log_kafka(&conn->c->log, level, fac, buf);
 }
 
 /* Runs in poll/run (the statistics event is served from the consumer queue). */
 static int pbc_stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
     (void)rk;
-    pb_consumer_t *c = opaque;
+    pb_consumer_t *c = ((pbc_conn_t *)opaque)->c;
     pbstats_lag_t *lag;
     size_t n;
     if (pbstats_parse_lag(json, json_len, &lag, &n) == 0) pbstats_set_lag(&c->stats, lag, n);
@@ -149,7 +124,7 @@ static rd_kafka_topic_partition_list_t *pbc_one(const char *topic, int32_t parti
 
 static void pbc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                              void *opaque) {
-    pb_consumer_t *c = opaque;
+    pb_consumer_t *c = ((pbc_conn_t *)opaque)->c;
     int cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     pbc_log_partitions(
         c, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "partitions.assigned" : "partitions.revoked", parts,
@@ -194,7 +169,7 @@ static void pbc_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_t
 static void pbc_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
                           void *opaque) {
     (void)rk, (void)offsets;
-    pb_consumer_t *c = opaque;
+    pb_consumer_t *c = ((pbc_conn_t *)opaque)->c;
     char cause[512];
     pbc_count_commit(c, err);
     if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
@@ -213,11 +188,16 @@ static int pbc_set(rd_kafka_conf_t *conf, const char *key, const char *value, co
     return -1;
 }
 
-/* Builds the librdkafka configuration: pass-through first, then what the library owns, then TLS. */
-static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg, char *errstr, size_t errstr_size) {
+/* Builds the librdkafka configuration: pass-through first, then what the library owns, then TLS, whose
+ * verifier is bound to conn. Returns NULL with *code and errstr. */
+static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *errstr, size_t errstr_size) {
+    const pb_consumer_t *c = conn->c;
+    const pbd_config_t *cfg = &c->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char origin[600];
+    *code = PB_ERR_CONFIG;
     if (!conf) {
+        *code = PB_ERR_NOMEM;
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
@@ -255,9 +235,10 @@ static rd_kafka_conf_t *pbc_kafka_conf(pb_consumer_t *c, const pbd_config_t *cfg
         if (pbc_set(conf, fixed[i][0], fixed[i][1], origin, errstr, errstr_size)) goto fail;
     }
     pbtls_verifier_t *verifier = NULL;
+    *code = PB_ERR_CERTIFICATE; /* reading the passphrase files */
     if (pbtls_apply(conf, &cfg->tls, &verifier, errstr, errstr_size)) goto fail;
-    pbtls_opaque_bind(&c->tls, verifier);
-    rd_kafka_conf_set_opaque(conf, c);
+    pbtls_opaque_bind(&conn->tls, verifier);
+    rd_kafka_conf_set_opaque(conf, conn);
     rd_kafka_conf_set_error_cb(conf, pbc_error_cb);
     rd_kafka_conf_set_log_cb(conf, pbc_log_cb);
     rd_kafka_conf_set_rebalance_cb(conf, pbc_rebalance_cb);
@@ -269,26 +250,48 @@ fail:
     return NULL;
 }
 
-/* Takes over the settings the dispatch loop needs from cfg (steals the required-fields list). */
-static void pbc_take_settings(pb_consumer_t *c, pbd_config_t *cfg) {
-    c->required = cfg->required_fields;
-    c->n_required = cfg->n_required_fields;
-    cfg->required_fields = NULL;
-    cfg->n_required_fields = 0;
-    c->max_bytes = cfg->max_message_bytes;
-    c->retry_backoff_ms = cfg->retry_backoff_ms;
-    c->commit_interval_ms = cfg->commit_interval_ms;
-    c->next_commit_ms = pbc_now_ms() + c->commit_interval_ms;
-    c->log.level = cfg->log_level;
-    c->log.format = cfg->log_format;
+pbc_conn_t *pbc_conn_new(pb_consumer_t *c, pb_err_t *code, char *errstr, size_t errstr_size) {
+    char e[512];
+    rd_kafka_conf_t *kconf = NULL;
+    pbc_conn_t *conn = calloc(1, sizeof *conn);
+    if (!conn) goto nomem;
+    conn->c = c;
+    if (!(kconf = pbc_kafka_conf(conn, code, errstr, errstr_size))) goto fail;
+    if (!(conn->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, e, sizeof e))) {
+        /* With settings that passed the configuration check, what fails here is loading the material. */
+        *code = PB_ERR_CERTIFICATE;
+        snprintf(errstr, errstr_size, "cannot create the Kafka consumer: %s", e);
+        goto fail;
+    }
+    kconf = NULL; /* owned by rk */
+    rd_kafka_poll_set_consumer(conn->rk);
+    if (c->log.fn) rd_kafka_set_log_queue(conn->rk, NULL); /* the main queue: the consumer queue now */
+    if (!(conn->queue = rd_kafka_queue_get_consumer(conn->rk))) goto nomem;
+    return conn;
+nomem:
+    *code = PB_ERR_NOMEM;
+    snprintf(errstr, errstr_size, "out of memory");
+fail:
+    if (kconf) rd_kafka_conf_destroy(kconf);
+    pbc_conn_free(conn, 0);
+    return NULL;
 }
 
-static pb_err_t pbc_subscribe(pb_consumer_t *c, const pbd_config_t *cfg, char *errstr, size_t errstr_size) {
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)cfg->n_topics);
-    if (!topics) return PB_ERR_NOMEM;
-    for (size_t i = 0; i < cfg->n_topics; i++)
-        rd_kafka_topic_partition_list_add(topics, cfg->topics[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
+pb_err_t pbc_conn_start(pb_consumer_t *c, pbc_conn_t *conn, char *errstr, size_t errstr_size) {
+    static const uint64_t one = 1;
+    rd_kafka_queue_io_event_enable(conn->queue, c->queue_fd, &one, sizeof one);
+    /* librdkafka writes only when the queue goes from empty to non-empty, and this one may hold
+     * events already (an error from a broker thread): look once. */
+    ssize_t w = write(c->queue_fd, &one, sizeof one);
+    (void)w; /* EAGAIN: the counter is non-zero, poll wakes anyway */
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)c->cfg.n_topics);
+    if (!topics) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return PB_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < c->cfg.n_topics; i++)
+        rd_kafka_topic_partition_list_add(topics, c->cfg.topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(conn->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err) {
         snprintf(errstr, errstr_size, "cannot subscribe: %s", rd_kafka_err2str(err));
@@ -297,64 +300,81 @@ static pb_err_t pbc_subscribe(pb_consumer_t *c, const pbd_config_t *cfg, char *e
     return PB_OK;
 }
 
+pb_err_t pbc_conn_leave(pbc_conn_t *conn, char *errstr, size_t errstr_size) {
+    pb_err_t rc = PB_OK;
+    /* Synchronous commit of everything stored; _NO_OFFSET just means nothing new was processed. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(conn->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        snprintf(errstr, errstr_size, "committing offsets failed: %s", rd_kafka_err2str(err));
+        rc = pbmsg_map_kafka_error(err);
+    }
+    /* Leaves the group; the rebalance callback runs here for the revocation. Messages still queued are
+     * dropped: they were not stored, so whoever consumes the partitions next fetches them again. */
+    err = rd_kafka_consumer_close(conn->rk);
+    if (err && rc == PB_OK) {
+        snprintf(errstr, errstr_size, "leaving the group failed: %s", rd_kafka_err2str(err));
+        rc = pbmsg_map_kafka_error(err);
+    }
+    return rc;
+}
+
+void pbc_conn_free(pbc_conn_t *conn, int left) {
+    if (!conn) return;
+    if (conn->queue) {
+        rd_kafka_queue_io_event_enable(conn->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(conn->queue);
+    }
+    /* Not left: behave like a crash, so uncommitted work is redelivered to the group. */
+    if (conn->rk) rd_kafka_destroy_flags(conn->rk, left ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    pbtls_verifier_free(conn->tls.verifier);
+    free(conn);
+}
+
 pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_prediction, pb_error_fn on_error,
                                void *opaque, char *errstr, size_t errstr_size) {
-    pbd_config_t cfg;
-    rd_kafka_conf_t *kconf = NULL;
     pb_consumer_t *c = NULL;
-    char sink[1], e[512];
-    memset(&cfg, 0, sizeof cfg);
+    pbtls_cert_info_t info;
+    pb_err_t code;
+    char sink[1];
     if (!errstr || errstr_size == 0) errstr = sink, errstr_size = sizeof sink;
     errstr[0] = '\0';
     if (!conf || !on_prediction) {
         snprintf(errstr, errstr_size, "pb_consumer_new: conf and on_prediction are required");
         return NULL;
     }
-    if (pbconf_load_scoped(&cfg, conf->props, PBCONF_SCOPE_CONSUMER, errstr, errstr_size) != PB_OK) return NULL;
-    /* Unusable client material fails here, with the file named, rather than as a handshake later. */
-    if (pbtls_check_material(&cfg.tls, time(NULL), NULL, NULL, NULL, errstr, errstr_size) != 0) goto fail;
     if (!(c = calloc(1, sizeof *c))) goto fail_nomem;
     c->queue_fd = c->stop_fd = -1;
     atomic_init(&c->stopped, 0);
     pbstats_init(&c->stats);
+    if (pbconf_load_scoped(&c->cfg, conf->props, PBCONF_SCOPE_CONSUMER, errstr, errstr_size) != PB_OK)
+        goto fail;
     c->on_prediction = on_prediction;
     c->on_error = on_error;
     c->opaque = opaque;
-    c->log.fn = conf->log_fn;
-    c->log.opaque = conf->log_opaque;
-    pbc_take_settings(c, &cfg);
-    if (cfg.dedup_window > 0 && !(c->dedup = pbdedup_new((size_t)cfg.dedup_window))) goto fail_nomem;
+    c->log = (pblib_log_t){.fn = conf->log_fn, .opaque = conf->log_opaque, .level = c->cfg.log_level,
+                           .format = c->cfg.log_format};
+    c->next_commit_ms = pbc_now_ms() + c->cfg.commit_interval_ms;
+    if (c->cfg.dedup_window > 0 && !(c->dedup = pbdedup_new((size_t)c->cfg.dedup_window))) goto fail_nomem;
     c->queue_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->queue_fd < 0 || c->stop_fd < 0) {
         snprintf(errstr, errstr_size, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    if (!(kconf = pbc_kafka_conf(c, &cfg, errstr, errstr_size))) goto fail;
-    if (!(c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, e, sizeof e))) {
-        snprintf(errstr, errstr_size, "cannot create the Kafka consumer: %s", e);
-        goto fail;
-    }
-    kconf = NULL; /* owned by rk */
-    rd_kafka_poll_set_consumer(c->rk);
-    if (c->log.fn) rd_kafka_set_log_queue(c->rk, NULL); /* the main queue, which is the consumer queue now */
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
-    if (!c->queue) goto fail_nomem;
-    static const uint64_t one = 1;
-    rd_kafka_queue_io_event_enable(c->queue, c->queue_fd, &one, sizeof one);
-    if (pbc_subscribe(c, &cfg, errstr, errstr_size) != PB_OK) goto fail;
-    pblog_field_t f[] = {{.key = "group", .str = cfg.group_id},
-                         {.key = "dedup_window", .num = cfg.dedup_window}};
-    pblib_log(&c->log, PBLOG_INFO, "consumer.started", f, 2, "subscribed to %zu topic(s), librdkafka %s",
-              cfg.n_topics, rd_kafka_version_str());
-    pbd_config_free(&cfg);
+    if (c->cfg.tls_watch && pbc_watch_start(c, errstr, errstr_size) != PB_OK) goto fail;
+    /* Unusable client material fails here, with the file named, rather than as a handshake later. */
+    if (!(c->conn = pbc_conn_checked(c, &info, &code, errstr, errstr_size))) goto fail;
+    if (pbc_conn_start(c, c->conn, errstr, errstr_size) != PB_OK) goto fail;
+    pblog_field_t f[] = {{.key = "group", .str = c->cfg.group_id},
+                         {.key = "dedup_window", .num = c->cfg.dedup_window},
+                         {.key = "tls_watch", .num = c->watch != NULL}};
+    pblib_log(&c->log, PBLOG_INFO, "consumer.started", f, 3, "subscribed to %zu topic(s), librdkafka %s",
+              c->cfg.n_topics, rd_kafka_version_str());
     return c;
 
 fail_nomem:
     snprintf(errstr, errstr_size, "out of memory");
 fail:
-    if (kconf) rd_kafka_conf_destroy(kconf);
-    pbd_config_free(&cfg);
     if (c) c->closed = 1; /* nothing was consumed: nothing to commit */
     pb_consumer_destroy(c);
     return NULL;
@@ -382,9 +402,9 @@ static void pbc_retry_start(pb_consumer_t *c, const rd_kafka_message_t *m, const
     c->retries = r;
     c->retries[c->n_retries++] =
         (pbc_retry_t){.topic = name, .partition = m->partition, .offset = m->offset,
-                      .resume_at_ms = pbc_now_ms() + c->retry_backoff_ms};
-    rd_kafka_pause_partitions(c->rk, l);
-    rd_kafka_error_t *err = rd_kafka_seek_partitions(c->rk, l, -1);
+                      .resume_at_ms = pbc_now_ms() + c->cfg.retry_backoff_ms};
+    rd_kafka_pause_partitions(c->conn->rk, l);
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(c->conn->rk, l, -1);
     if (err) {
         pbc_report(c, PB_ERR_BROKER, rd_kafka_error_string(err), NULL);
         rd_kafka_error_destroy(err);
@@ -401,7 +421,7 @@ static int pbc_retry_resume_due(pb_consumer_t *c) {
         if (r->resume_at_ms <= now) {
             rd_kafka_topic_partition_list_t *l = pbc_one(r->topic, r->partition, r->offset);
             if (!l) continue;
-            rd_kafka_resume_partitions(c->rk, l);
+            rd_kafka_resume_partitions(c->conn->rk, l);
             rd_kafka_topic_partition_list_destroy(l);
             r->resumed = 1;
         } else if (next < 0 || r->resume_at_ms - now < next) {
@@ -526,11 +546,13 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     char reason[512] = "";
     pbrec_status_t st = PBREC_TOO_LARGE;
     char model_version[sizeof view.model_version];
-    if (m->len <= c->max_bytes)
-        st = pbrec_check(m->payload ? m->payload : "", m->len, (const char *const *)c->required, c->n_required,
-                         &json, model_version, sizeof model_version, reason, sizeof reason);
+    if (m->len <= c->cfg.max_message_bytes)
+        st = pbrec_check(m->payload ? m->payload : "", m->len, (const char *const *)c->cfg.required_fields,
+                         c->cfg.n_required_fields, &json, model_version, sizeof model_version, reason,
+                         sizeof reason);
     else
-        snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len, c->max_bytes);
+        snprintf(reason, sizeof reason, "record of %zu bytes is over message.max_bytes (%zu)", m->len,
+                 c->cfg.max_message_bytes);
     view.json = json;
     view.valid = st == PBREC_OK;
     if (st == PBREC_OK) memcpy(view.model_version, model_version, sizeof model_version);
@@ -551,7 +573,7 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     if (action == PB_RETRY) {
         pbstats_add(&c->stats, PB_STAT_RETRIED);
         pbc_log_record(c, PBLOG_DEBUG, "record.retry", m, topic, NULL, "retry after %d ms",
-                       c->retry_backoff_ms);
+                       c->cfg.retry_backoff_ms);
         pbc_retry_start(c, m, topic);
     } else {
         if (id) pbdedup_insert(c->dedup, &key);
@@ -566,7 +588,7 @@ static int pbc_drain(pb_consumer_t *c) {
     while (read(c->queue_fd, &v, sizeof v) > 0) {
     }
     while (served < PBC_BATCH && !atomic_load(&c->stopped)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->conn->rk, 0);
         if (!m) break;
         pbc_dispatch(c, m);
         rd_kafka_message_destroy(m);
@@ -580,18 +602,18 @@ static int pbc_drain(pb_consumer_t *c) {
 static int pbc_commit_due(pb_consumer_t *c) {
     int64_t now = pbc_now_ms();
     if (now >= c->next_commit_ms) {
-        rd_kafka_commit(c->rk, NULL, 1);
-        c->next_commit_ms = now + c->commit_interval_ms;
+        rd_kafka_commit(c->conn->rk, NULL, 1);
+        c->next_commit_ms = now + c->cfg.commit_interval_ms;
     }
     return (int)(c->next_commit_ms - now);
 }
 
-pb_err_t pb_consumer_poll(pb_consumer_t *c, int timeout_ms) {
-    if (!c) return PB_ERR_INVALID_ARG;
-    if (c->closed) return PB_ERR_STATE;
+static pb_err_t pbc_poll(pb_consumer_t *c, int timeout_ms) {
     int64_t deadline = timeout_ms < 0 ? -1 : pbc_now_ms() + timeout_ms;
+    int watch_ready = 0;
     for (;;) {
         if (atomic_load(&c->stopped)) return PB_ERR_STOPPED;
+        pbc_watch_serve(c, watch_ready); /* may reload: before anything uses the connection */
         int due = pbc_retry_resume_due(c), commit = pbc_commit_due(c);
         if (pbc_drain(c) > 0) return atomic_load(&c->stopped) ? PB_ERR_STOPPED : PB_OK;
         if (due < 0 || commit < due) due = commit;
@@ -602,9 +624,21 @@ pb_err_t pb_consumer_poll(pb_consumer_t *c, int timeout_ms) {
             wait = (int)left;
         }
         if (due >= 0 && (wait < 0 || due < wait)) wait = due;
-        struct pollfd fds[2] = {{.fd = c->queue_fd, .events = POLLIN}, {.fd = c->stop_fd, .events = POLLIN}};
-        if (poll(fds, 2, wait) < 0 && errno != EINTR) return PB_ERR_IO;
+        struct pollfd fds[3] = {{.fd = c->queue_fd, .events = POLLIN},
+                                {.fd = c->stop_fd, .events = POLLIN},
+                                {.fd = pbc_watch_fd(c), .events = POLLIN}}; /* -1: ignored */
+        if (poll(fds, 3, wait) < 0 && errno != EINTR) return PB_ERR_IO;
+        watch_ready = fds[2].fd >= 0 && (fds[2].revents & POLLIN);
     }
+}
+
+pb_err_t pb_consumer_poll(pb_consumer_t *c, int timeout_ms) {
+    if (!c) return PB_ERR_INVALID_ARG;
+    if (c->closed) return PB_ERR_STATE;
+    c->busy++;
+    pb_err_t rc = pbc_poll(c, timeout_ms);
+    c->busy--;
+    return rc;
 }
 
 pb_err_t pb_consumer_run(pb_consumer_t *c) {
@@ -634,18 +668,9 @@ pb_err_t pb_consumer_close(pb_consumer_t *c, char *errstr, size_t errstr_size) {
     if (!c) return PB_ERR_INVALID_ARG;
     if (c->closed) return PB_ERR_STATE;
     c->closed = 1;
-    /* Synchronous commit of everything stored; _NO_OFFSET just means nothing new was processed. */
-    rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        snprintf(errstr, errstr_size, "final commit failed: %s", rd_kafka_err2str(err));
-        rc = pbmsg_map_kafka_error(err);
-    }
-    /* Leaves the group; the rebalance callback runs here for the revocation. */
-    err = rd_kafka_consumer_close(c->rk);
-    if (err && rc == PB_OK) {
-        snprintf(errstr, errstr_size, "leaving the group failed: %s", rd_kafka_err2str(err));
-        rc = pbmsg_map_kafka_error(err);
-    }
+    c->busy++;
+    rc = pbc_conn_leave(c->conn, errstr, errstr_size);
+    c->busy--;
     if (pblib_log_on(&c->log, PBLOG_INFO)) {
         pb_stats_t *st = pbstats_snapshot(&c->stats);
         pblog_field_t f[] = {{.key = "received", .num = (long long)pb_stats_get(st, PB_STAT_RECEIVED)},
@@ -660,23 +685,14 @@ pb_err_t pb_consumer_close(pb_consumer_t *c, char *errstr, size_t errstr_size) {
 
 void pb_consumer_destroy(pb_consumer_t *c) {
     if (!c) return;
-    if (c->queue) {
-        rd_kafka_queue_io_event_enable(c->queue, -1, NULL, 0);
-        rd_kafka_queue_destroy(c->queue);
-    }
-    if (c->rk) {
-        /* Not closed: behave like a crash, so uncommitted work is redelivered to the group. */
-        rd_kafka_destroy_flags(c->rk, c->closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    }
-    pbtls_verifier_free(c->tls.verifier);
+    pbc_conn_free(c->conn, c->closed);
+    pbwatch_free(c->watch);
     pbdedup_free(c->dedup);
     pbstats_destroy(&c->stats);
     for (size_t i = 0; i < c->n_retries; i++)
         free(c->retries[i].topic);
     free(c->retries);
-    for (size_t i = 0; i < c->n_required; i++)
-        free(c->required[i]);
-    free(c->required);
+    pbd_config_free(&c->cfg);
     if (c->queue_fd >= 0) close(c->queue_fd);
     if (c->stop_fd >= 0) close(c->stop_fd);
     free(c);
