@@ -168,6 +168,33 @@ void pbtls_verifier_last_failure(pbtls_verifier_t *v, char *buf, size_t size);
 /* Number of verification failures seen (for metrics). Thread-safe. */
 unsigned long pbtls_verifier_failures(pbtls_verifier_t *v);
 
+/*
+ * The TLS version and cipher suite negotiated with each broker, as the verifier saw them. librdkafka
+ * does not expose them, and its certificate-verify callback gets no SSL object; the verifier reads
+ * them from the OpenSSL connection that is verifying the certificate (TLS 1.3 fixes both in the
+ * ServerHello, before the broker's Certificate). An entry is made or updated only when the broker's
+ * own certificate (depth 0) passed every check; a handshake can still fail after that (the broker
+ * refusing our certificate, say), so this is "last negotiated", not "connected". One entry per broker
+ * name, at most PBTLS_MAX_BROKER_TLS brokers; later ones are not recorded.
+ */
+#define PBTLS_MAX_BROKER_TLS 32
+typedef struct pbtls_broker_tls {
+    char broker[256]; /* the name librdkafka connects to and verifies: "host:port" */
+    char version[16]; /* "TLSv1.3" */
+    char cipher[64];  /* "TLS_AES_256_GCM_SHA384" */
+} pbtls_broker_tls_t;
+/* Copies up to max entries into out, in the order the brokers were first seen; returns how many
+ * were copied. Thread-safe. */
+size_t pbtls_verifier_broker_tls(pbtls_verifier_t *v, pbtls_broker_tls_t *out, size_t max);
+/* How many times an entry was made or changed: copy again only when this differs from the value at
+ * the last copy. Thread-safe. */
+unsigned long pbtls_verifier_tls_changes(pbtls_verifier_t *v);
+/* Calls fn(ctx, entry) each time an entry is made or changed (so once per broker while nothing
+ * changes): on a librdkafka broker thread, inside the handshake, without the verifier's lock held;
+ * fn must be quick and must not call librdkafka. Set it before rd_kafka_new; v may be NULL (no-op). */
+typedef void (*pbtls_tls_change_fn)(void *ctx, const pbtls_broker_tls_t *entry);
+void pbtls_verifier_on_tls_change(pbtls_verifier_t *v, pbtls_tls_change_fn fn, void *ctx);
+
 /* Keys a librdkafka pass-through (`kafka.<property>`) may not set, because they would weaken or
  * bypass the TLS policy or delivery guarantees. Returns a reason if `property` is refused, else NULL. */
 const char *pbtls_denied_kafka_property(const char *property);

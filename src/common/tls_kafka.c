@@ -6,8 +6,13 @@ struct pbtls_verifier {
     size_t pin_count;
     uint8_t pins[PBTLS_MAX_PINS][PBTLS_PIN_LEN];
     atomic_ulong failures;
-    pthread_mutex_t lock; /* guards last_failure */
+    pthread_mutex_t lock; /* guards last_failure, tls, n_tls */
     char last_failure[PBTLS_MSG_MAX];
+    pbtls_broker_tls_t tls[PBTLS_MAX_BROKER_TLS];
+    size_t n_tls;
+    atomic_ulong tls_changes;
+    pbtls_tls_change_fn on_tls_change; /* set before librdkafka's threads start, then only read */
+    void *on_tls_change_ctx;
 };
 
 /* ---- librdkafka ---- */
@@ -59,6 +64,61 @@ static void broker_host(const char *broker, char *out, size_t size) {
     }
     end = strrchr(broker, ':');
     pbtlsi_copy_clean(out, size, broker, end ? (size_t)(end - broker) : strlen(broker));
+}
+
+/* ---- the connection being verified ----
+ *
+ * librdkafka hands its certificate-verify callback the certificate, not the SSL connection, and has
+ * no hook on its SSL_CTX or SSL objects. OpenSSL calls an ex_data index's new_func from SSL_new with
+ * the new object, on the calling thread. librdkafka makes a broker connection's SSL object and runs
+ * its whole handshake, verify callback included, on that broker's thread, so the SSL object made
+ * last on the verifying thread is the one being verified; record_tls still checks that its peer
+ * chain begins with the certificate being verified before it reads anything. Process-wide because
+ * OpenSSL's ex_data indices are; set up once by pbtls_apply.
+ */
+static pthread_once_t g_ssl_hook_once = PTHREAD_ONCE_INIT;
+static _Thread_local SSL *g_thread_ssl; /* made last on this thread; NULL once freed here */
+
+static void ssl_made(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp) {
+    (void)ptr, (void)ad, (void)idx, (void)argl, (void)argp;
+    g_thread_ssl = parent;
+}
+
+static void ssl_freed(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp) {
+    (void)ptr, (void)ad, (void)idx, (void)argl, (void)argp;
+    if (g_thread_ssl == parent) g_thread_ssl = NULL;
+}
+
+static void ssl_hook_once(void) {
+    /* On failure (out of memory) nothing is recorded: the negotiated version and cipher stay unknown. */
+    (void)SSL_get_ex_new_index(0, NULL, ssl_made, NULL, ssl_freed);
+}
+
+/* Records the version and cipher of the connection verifying x, the broker's own certificate, which
+ * passed every check. Anything unexpected records nothing: this feeds metrics and logs, never the
+ * verification's outcome. name is already clean (no control characters). */
+static void record_tls(pbtls_verifier_t *v, const char *name, X509 *x) {
+    SSL *ssl = g_thread_ssl;
+    STACK_OF(X509) *chain = ssl && !SSL_is_server(ssl) ? SSL_get_peer_cert_chain(ssl) : NULL;
+    const SSL_CIPHER *cipher = chain ? SSL_get_current_cipher(ssl) : NULL;
+    if (!x || !cipher || sk_X509_num(chain) < 1 || X509_cmp(sk_X509_value(chain, 0), x) != 0) return;
+    pbtls_broker_tls_t now;
+    snprintf(now.broker, sizeof now.broker, "%s", name);
+    snprintf(now.version, sizeof now.version, "%s", SSL_get_version(ssl));
+    snprintf(now.cipher, sizeof now.cipher, "%s", SSL_CIPHER_get_name(cipher));
+    int changed = 0;
+    pthread_mutex_lock(&v->lock);
+    size_t i = 0;
+    while (i < v->n_tls && strcmp(v->tls[i].broker, now.broker) != 0) i++;
+    if (i < PBTLS_MAX_BROKER_TLS &&
+        (i == v->n_tls || strcmp(v->tls[i].version, now.version) || strcmp(v->tls[i].cipher, now.cipher))) {
+        v->tls[i] = now;
+        v->n_tls += i == v->n_tls;
+        atomic_fetch_add(&v->tls_changes, 1);
+        changed = 1;
+    }
+    pthread_mutex_unlock(&v->lock);
+    if (changed && v->on_tls_change) v->on_tls_change(v->on_tls_change_ctx, &now);
 }
 
 /*
@@ -136,6 +196,7 @@ static int verify_cb(rd_kafka_t *rk, const char *broker_name, int32_t broker_id,
             goto out;
         }
     }
+    if (depth == 0) record_tls(v, name, x);
     ok = 1;
 out:
     X509_free(x);
@@ -196,6 +257,8 @@ int pbtls_apply(rd_kafka_conf_t *conf, const pbtls_settings_t *s, pbtls_verifier
     v->pin_count = s->pin_count;
     memcpy(v->pins, s->pins, sizeof v->pins);
     atomic_init(&v->failures, 0);
+    atomic_init(&v->tls_changes, 0);
+    (void)pthread_once(&g_ssl_hook_once, ssl_hook_once); /* before rd_kafka_new makes SSL objects */
     if (rd_kafka_conf_set_ssl_cert_verify_cb(conf, verify_cb) != RD_KAFKA_CONF_OK) {
         seterr(errstr, errstr_size, "librdkafka was built without SSL support: cannot verify brokers");
         goto out;
@@ -232,4 +295,23 @@ void pbtls_verifier_last_failure(pbtls_verifier_t *v, char *buf, size_t size) {
 
 unsigned long pbtls_verifier_failures(pbtls_verifier_t *v) {
     return v ? atomic_load(&v->failures) : 0;
+}
+
+size_t pbtls_verifier_broker_tls(pbtls_verifier_t *v, pbtls_broker_tls_t *out, size_t max) {
+    if (!v || !out) return 0;
+    pthread_mutex_lock(&v->lock);
+    size_t n = v->n_tls < max ? v->n_tls : max;
+    memcpy(out, v->tls, n * sizeof *out);
+    pthread_mutex_unlock(&v->lock);
+    return n;
+}
+
+unsigned long pbtls_verifier_tls_changes(pbtls_verifier_t *v) {
+    return v ? atomic_load(&v->tls_changes) : 0;
+}
+
+void pbtls_verifier_on_tls_change(pbtls_verifier_t *v, pbtls_tls_change_fn fn, void *ctx) {
+    if (!v) return;
+    v->on_tls_change = fn;
+    v->on_tls_change_ctx = ctx;
 }

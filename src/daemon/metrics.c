@@ -18,6 +18,13 @@ typedef struct pbm_broker {
     double rtt_seconds; /* average over the last statistics window; 0 without samples */
 } pbm_broker_t;
 
+/* What the certificate verifier saw negotiated with one broker. */
+typedef struct pbm_broker_tls {
+    char broker[256];
+    char version[16];
+    char cipher[64];
+} pbm_broker_tls_t;
+
 struct pbm_metrics {
     atomic_ullong received, accepted, delivered, refused_peers, connections_total, pauses;
     atomic_ullong rejected[PBM_REJ_N], failed[PBM_FAIL_N], tls_failures[PBM_TLS_N];
@@ -33,9 +40,11 @@ struct pbm_metrics {
     atomic_llong spool_bytes, spool_records;
     atomic_int spool_full;
     atomic_ullong spool_set_aside;
-    pthread_mutex_t lock; /* guards brokers, n_brokers, reason */
+    pthread_mutex_t lock; /* guards brokers, n_brokers, tls, n_tls, reason */
     pbm_broker_t brokers[PBM_MAX_BROKERS];
     size_t n_brokers;
+    pbm_broker_tls_t tls[PBM_MAX_BROKERS];
+    size_t n_tls;
     char reason[512]; /* why not ready */
 };
 
@@ -184,6 +193,19 @@ void pbm_set_cert_expiry(pbm_metrics_t *m, time_t client_not_after, time_t ca_no
 
 void pbm_tls_reload(pbm_metrics_t *m, int ok) {
     INC(m->tls_reloads[ok ? 0 : 1]);
+}
+
+void pbm_broker_tls(pbm_metrics_t *m, const char *broker, const char *version, const char *cipher) {
+    pthread_mutex_lock(&m->lock);
+    size_t i = 0;
+    while (i < m->n_tls && strcmp(m->tls[i].broker, broker) != 0) i++;
+    if (i < PBM_MAX_BROKERS) {
+        snprintf(m->tls[i].broker, sizeof m->tls[i].broker, "%s", broker);
+        snprintf(m->tls[i].version, sizeof m->tls[i].version, "%s", version);
+        snprintf(m->tls[i].cipher, sizeof m->tls[i].cipher, "%s", cipher);
+        m->n_tls += i == m->n_tls;
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 void pbm_heartbeat(pbm_metrics_t *m, int64_t mono_ms) {
@@ -337,6 +359,13 @@ static void label_value(FILE *f, const char *s) {
     }
 }
 
+/* Begins a per-broker series: name{broker="..." (the caller adds labels, "}" and the value). */
+static void broker_series(FILE *f, const char *name, const char *broker) {
+    fprintf(f, "%s{broker=\"", name);
+    label_value(f, broker);
+    fputc('"', f);
+}
+
 static void head(FILE *f, const char *name, const char *type, const char *help) {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -422,19 +451,31 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
         head(f, "predbridge_broker_up", "gauge",
              "1 if the connection to this broker is up (librdkafka state UP).");
         for (size_t i = 0; i < m->n_brokers; i++) {
-            fputs("predbridge_broker_up{broker=\"", f);
-            label_value(f, m->brokers[i].name);
-            fprintf(f, "\"} %d\n", m->brokers[i].up);
+            broker_series(f, "predbridge_broker_up", m->brokers[i].name);
+            fprintf(f, "} %d\n", m->brokers[i].up);
         }
         head(f, "predbridge_broker_rtt_seconds", "gauge",
              "Average request round-trip time to this broker over the last statistics interval.");
         for (size_t i = 0; i < m->n_brokers; i++) {
-            fputs("predbridge_broker_rtt_seconds{broker=\"", f);
-            label_value(f, m->brokers[i].name);
-            fprintf(f, "\"} %.6f\n", m->brokers[i].rtt_seconds);
+            broker_series(f, "predbridge_broker_rtt_seconds", m->brokers[i].name);
+            fprintf(f, "} %.6f\n", m->brokers[i].rtt_seconds);
         }
         pthread_mutex_unlock(&m->lock);
     }
+    pthread_mutex_lock(&m->lock);
+    if (m->n_tls)
+        head(f, "predbridge_broker_tls_info", "gauge",
+             "The TLS version and cipher suite last negotiated with this broker (its certificate verified); "
+             "always 1.");
+    for (size_t i = 0; i < m->n_tls; i++) {
+        broker_series(f, "predbridge_broker_tls_info", m->tls[i].broker);
+        fputs(",version=\"", f);
+        label_value(f, m->tls[i].version);
+        fputs("\",cipher=\"", f);
+        label_value(f, m->tls[i].cipher);
+        fputs("\"} 1\n", f);
+    }
+    pthread_mutex_unlock(&m->lock);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

@@ -10,7 +10,7 @@
 /*
  * Threading: the event loop (and librdkafka callbacks it serves through rd_kafka_poll) writes;
  * the HTTP server's thread reads (pbm_render, pbm_healthy, pbm_ready). Counters are C11 atomics;
- * the per-broker table and the readiness reason are behind a mutex. No call blocks for long.
+ * the per-broker tables and the readiness reason are behind a mutex. No call blocks for long.
  */
 typedef struct pbm_metrics pbm_metrics_t;
 
@@ -90,6 +90,10 @@ void pbm_tls_reload(pbm_metrics_t *m, int ok);
 /* Expiry of our client certificate and of the CA (0: unknown), from pbtls_check_material; set again
  * after each successful reload. */
 void pbm_set_cert_expiry(pbm_metrics_t *m, time_t client_not_after, time_t ca_not_after);
+/* The TLS version and cipher suite last negotiated with a broker ("host:port"), for
+ * predbridge_broker_tls_info; replaces what an earlier call said about the same broker. At most 32
+ * brokers; later ones are left out. */
+void pbm_broker_tls(pbm_metrics_t *m, const char *broker, const char *version, const char *cipher);
 /* The event loop ran at mono_ms (CLOCK_MONOTONIC milliseconds). */
 void pbm_heartbeat(pbm_metrics_t *m, int64_t mono_ms);
 /* librdkafka's statistics JSON: per-broker state and round-trip time, queue depth. Updates

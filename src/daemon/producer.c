@@ -1,5 +1,6 @@
 /* producer.c: predbridged's Kafka producer, and its reload onto new TLS material (see producer.h). */
 #include "producer.h"
+#include "producer_test.h"
 
 #include "common/log.h"
 #include "common/tls.h"
@@ -34,6 +35,7 @@ typedef struct pbd_instance {
     unsigned long suppressed;
     int degraded;
     unsigned long verify_seen; /* verifier failures already accounted */
+    unsigned long tls_seen;    /* verifier TLS-parameter changes already copied to the metrics */
 } pbd_instance_t;
 
 PBTLS_OPAQUE_HEAD_CHECK(pbd_instance_t, tls);
@@ -50,6 +52,7 @@ struct pbd_producer {
     char *topic;
     char *identity;
     pbm_metrics_t *metrics;   /* NULL until pbd_producer_set_metrics */
+    int plaintext_for_test;   /* set only by pbd_producer_new_plaintext_for_test (producer_test.h) */
 };
 
 /* The TLS files a reload reads, in the order of the watch's bits. */
@@ -138,6 +141,23 @@ static void account_error(pbd_instance_t *in, int err, const char *cause) {
     else if (tls_failed || err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
              pbm_is_authorization_error((rd_kafka_resp_err_t)err))
         pbm_not_ready(m, why);
+}
+
+/* A broker's negotiated TLS version or cipher is new or changed (a librdkafka broker thread). */
+static void log_broker_tls(void *ctx, const pbtls_broker_tls_t *b) {
+    (void)ctx;
+    PBLOG_I("broker.tls", "broker %s: %s, %s", b->broker, b->version, b->cipher);
+}
+
+/* predbridge_broker_tls_info follows the current instance's verifier, like the broker gauges. */
+static void copy_broker_tls(pbd_producer_t *p) {
+    pbtls_verifier_t *v = p->cur->tls.verifier;
+    unsigned long changes = pbtls_verifier_tls_changes(v);
+    if (!p->metrics || changes == p->cur->tls_seen) return;
+    pbtls_broker_tls_t b[PBTLS_MAX_BROKER_TLS];
+    size_t n = pbtls_verifier_broker_tls(v, b, PBTLS_MAX_BROKER_TLS);
+    for (size_t i = 0; i < n; i++) pbm_broker_tls(p->metrics, b[i].broker, b[i].version, b[i].cipher);
+    p->cur->tls_seen = changes;
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
@@ -300,9 +320,14 @@ static pbd_instance_t *instance_new(pbd_producer_t *p, char *errstr, size_t errs
         snprintf(origin, sizeof origin, "setting '%s'", fixed[i][0]);
         if (conf_set(conf, fixed[i][0], fixed[i][1], origin, errstr, errstr_size)) goto fail;
     }
+    /* TLS, always; only the mock-cluster unit tests speak plaintext, to loopback (producer_test.h). */
     pbtls_verifier_t *verifier = NULL;
-    if (pbtls_apply(conf, &cfg->tls, &verifier, errstr, errstr_size)) goto fail;
+    if (p->plaintext_for_test
+            ? conf_set(conf, "security.protocol", "plaintext", "test seam", errstr, errstr_size)
+            : pbtls_apply(conf, &cfg->tls, &verifier, errstr, errstr_size))
+        goto fail;
     pbtls_opaque_bind(&in->tls, verifier);
+    pbtls_verifier_on_tls_change(verifier, log_broker_tls, NULL);
     rd_kafka_conf_set_opaque(conf, in);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -366,11 +391,12 @@ static void start_watch(pbd_producer_t *p) {
     p->watch = NULL;
 }
 
-pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
-                                 char *errstr, size_t errstr_size) {
+static pbd_producer_t *producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb,
+                                    void *cb_ctx, int plaintext_for_test, char *errstr, size_t errstr_size) {
     pbd_producer_t *p = calloc(1, sizeof *p);
     if (!p) goto fail_nomem;
     p->epfd = -1;
+    p->plaintext_for_test = plaintext_for_test;
     p->cfg = cfg;
     p->cb = cb;
     p->cb_ctx = cb_ctx;
@@ -391,6 +417,29 @@ fail_nomem:
 fail:
     pbd_producer_free(p);
     return NULL;
+}
+
+pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
+                                 char *errstr, size_t errstr_size) {
+    return producer_new(cfg, identity, cb, cb_ctx, 0, errstr, errstr_size);
+}
+
+/* Every address in a comma-separated bootstrap list is 127.0.0.1:<port>. */
+static int loopback_only(const char *servers) {
+    static const char lo[] = "127.0.0.1:";
+    for (const char *s = servers; s; s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL)
+        if (strncmp(s, lo, sizeof lo - 1) != 0) return 0;
+    return servers != NULL;
+}
+
+pbd_producer_t *pbd_producer_new_plaintext_for_test(const pbd_config_t *cfg, const char *identity,
+                                                    pbd_delivery_fn cb, void *cb_ctx, char *errstr,
+                                                    size_t errstr_size) {
+    if (!loopback_only(cfg->bootstrap_servers) || cfg->tls_watch) {
+        snprintf(errstr, errstr_size, "the plaintext test producer needs 127.0.0.1 brokers and no tls.watch");
+        return NULL;
+    }
+    return producer_new(cfg, identity, cb, cb_ctx, 1, errstr, errstr_size);
 }
 
 int pbd_producer_fd(const pbd_producer_t *p) {
@@ -507,6 +556,7 @@ static void instance_serve(pbd_instance_t *in) {
 
 void pbd_producer_serve(pbd_producer_t *p) {
     instance_serve(p->cur);
+    copy_broker_tls(p);
     for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_serve(in);
     retire_drained(p);
     if (p->watch) serve_watch(p);

@@ -107,6 +107,46 @@ static void run_workload(const itest_daemon_t *d) {
     free(out);
 }
 
+/* Lines of the file at path that contain needle. */
+static int count_lines_with(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int n = 0;
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* predbridge_broker_tls_info after records went through: exactly one series, for the rig's one broker
+ * (it advertises its bootstrap address, so librdkafka keeps that name), with TLS 1.3 and a cipher
+ * named; and the daemon logged those parameters for it once. */
+static void expect_broker_tls_info(const itest_daemon_t *d, const char *m) {
+    static const char family[] = "\npredbridge_broker_tls_info{";
+    char want[320], cipher[128] = "", log_line[400 + sizeof cipher];
+    snprintf(want, sizeof want, "%sbroker=\"%s\",version=\"TLSv1.3\",cipher=\"", family + 1,
+             itest_env()->bootstrap);
+    int series = 0;
+    for (const char *l = m; (l = strstr(l, family)); l++) {
+        series++;
+        const char *c = l + 1 + strlen(want), *end = strstr(l + 1, "\"} 1\n");
+        if (strncmp(l + 1, want, strlen(want)) != 0 || !end || end <= c ||
+            (size_t)(end - c) >= sizeof cipher || memchr(c, '\n', (size_t)(end - c)))
+            fail_msg("unexpected TLS info series (want %s<cipher>\"} 1):\n%s", want, m);
+        memcpy(cipher, c, (size_t)(end - c));
+        cipher[end - c] = '\0';
+    }
+    if (series != 1) fail_msg("%d predbridge_broker_tls_info series, expected 1:\n%s", series, m);
+    assert_true(strncmp(cipher, "TLS_", 4) == 0); /* a TLS 1.3 suite name, e.g. TLS_AES_256_GCM_SHA384 */
+    snprintf(log_line, sizeof log_line, "broker %s: TLSv1.3, %s", itest_env()->bootstrap, cipher);
+    int logged = count_lines_with(d->log_path, log_line);
+    if (logged != 1) {
+        itest_system("cat '%s' >&2", d->log_path);
+        fail_msg("'%s' logged %d times, expected once", log_line, logged);
+    }
+}
+
 static void test_metrics_counters_are_exact_after_a_known_workload(void **state) {
     (void)state;
     char topic[256];
@@ -146,6 +186,7 @@ static void test_metrics_counters_are_exact_after_a_known_workload(void **state)
                 1700000000);
     assert_true(sample(m, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"ca\"}") >
                 1700000000);
+    expect_broker_tls_info(&d, m);
 
     /* promtool (Debian's prometheus package) accepts the exposition. */
     char path[700];

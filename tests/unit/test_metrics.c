@@ -61,6 +61,7 @@ static void test_metrics_fresh_render_has_every_family_at_zero(void **state) {
     assert_no_substring(t, "expiry_timestamp_seconds");
     assert_no_substring(t, "predbridge_broker_up");
     assert_no_substring(t, "predbridge_producer_queue_messages");
+    assert_no_substring(t, "predbridge_broker_tls_info");
     free(t);
     pbm_free(m);
 }
@@ -155,6 +156,45 @@ static void test_metrics_statistics_give_broker_state_rtt_and_queue(void **state
     char why[256];
     assert_int_equal(pbm_ready(m, why, sizeof why), 1);
     assert_string_equal(why, "ok");
+    pbm_free(m);
+}
+
+static size_t count_substring(const char *text, const char *needle) {
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+static void test_metrics_broker_tls_info_one_series_per_broker_labels_escaped(void **state) {
+    (void)state;
+    pbm_metrics_t *m = pbm_new();
+    pbm_broker_tls(m, "localhost:9093", "TLSv1.3", "TLS_AES_128_GCM_SHA256");
+    pbm_broker_tls(m, "b\\\"x\n:1", "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256");
+    pbm_broker_tls(m, "localhost:9093", "TLSv1.3", "TLS_AES_256_GCM_SHA384"); /* renegotiated: replaces */
+    char *t = render(m);
+    assert_line(t, "# HELP predbridge_broker_tls_info The TLS version and cipher suite last negotiated with "
+                   "this broker (its certificate verified); always 1.");
+    assert_line(t, "# TYPE predbridge_broker_tls_info gauge");
+    assert_line(t, "predbridge_broker_tls_info{broker=\"localhost:9093\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_256_GCM_SHA384\"} 1");
+    assert_line(t, "predbridge_broker_tls_info{broker=\"b\\\\\\\"x\\n:1\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_CHACHA20_POLY1305_SHA256\"} 1");
+    assert_int_equal(count_substring(t, "\npredbridge_broker_tls_info{"), 2);
+    assert_no_substring(t, "TLS_AES_128_GCM_SHA256");
+    free(t);
+    /* A bounded table: brokers beyond it are left out, known ones still update. */
+    char name[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof name, "broker-%d:9093", i);
+        pbm_broker_tls(m, name, "TLSv1.3", "TLS_AES_256_GCM_SHA384");
+    }
+    pbm_broker_tls(m, "localhost:9093", "TLSv1.3", "TLS_AES_128_GCM_SHA256");
+    t = render(m);
+    assert_int_equal(count_substring(t, "\npredbridge_broker_tls_info{"), 32);
+    assert_line(t, "predbridge_broker_tls_info{broker=\"localhost:9093\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_128_GCM_SHA256\"} 1");
+    assert_no_substring(t, "broker-30:9093");
+    free(t);
     pbm_free(m);
 }
 
@@ -313,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_fresh_render_has_every_family_at_zero),
         cmocka_unit_test(test_metrics_workload_counts_render_exactly),
         cmocka_unit_test(test_metrics_statistics_give_broker_state_rtt_and_queue),
+        cmocka_unit_test(test_metrics_broker_tls_info_one_series_per_broker_labels_escaped),
         cmocka_unit_test(test_metrics_statistics_garbage_is_refused),
         cmocka_unit_test(test_metrics_readiness_follows_failures_and_recovery),
         cmocka_unit_test(test_metrics_fatal_error_is_never_ready_again),

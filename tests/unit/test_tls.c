@@ -953,6 +953,7 @@ typedef struct tserver {
     int attempts, ok, hello_seen, n_offered;
     int offered[16];
     char client_subject[512];
+    char cipher[64]; /* negotiated in the last successful handshake */
 } tserver_t;
 
 static int hello_cb(SSL *ssl, int *al, void *arg) {
@@ -998,6 +999,7 @@ static void *tserver_main(void *arg) {
             if (peer)
                 X509_NAME_oneline(X509_get_subject_name(peer), t->client_subject, sizeof t->client_subject);
             X509_free(peer);
+            snprintf(t->cipher, sizeof t->cipher, "%s", SSL_get_cipher_name(ssl));
         }
         pthread_cond_broadcast(&t->cv);
         pthread_mutex_unlock(&t->mu);
@@ -1077,12 +1079,37 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     pthread_mutex_unlock(&g_log_mu);
 }
 
+/* What the verifier's TLS-change callback reported (under g_log_mu; it runs on a broker thread, where
+ * cmocka may not fail a test). */
+static int g_tls_calls;
+static void *g_tls_ctx;
+static pbtls_broker_tls_t g_tls_last;
+
+static void tls_change_cb(void *ctx, const pbtls_broker_tls_t *entry) {
+    pthread_mutex_lock(&g_log_mu);
+    g_tls_calls++;
+    g_tls_ctx = ctx;
+    g_tls_last = *entry;
+    pthread_mutex_unlock(&g_log_mu);
+}
+
 static void log_reset(void) {
     pthread_mutex_lock(&g_log_mu);
     g_log_len = 0;
     g_log[0] = '\0';
     g_log_secret = 0;
+    g_tls_calls = 0;
+    g_tls_ctx = NULL;
+    memset(&g_tls_last, 0, sizeof g_tls_last);
     pthread_mutex_unlock(&g_log_mu);
+}
+
+/* Fails unless the verifier recorded no negotiated TLS parameters: it never accepted a broker. */
+static void assert_no_broker_tls(pbtls_verifier_t *v) {
+    pbtls_broker_tls_t b[1];
+    assert_int_equal(pbtls_verifier_broker_tls(v, b, 1), 0);
+    assert_int_equal(pbtls_verifier_tls_changes(v), 0);
+    assert_int_equal(g_tls_calls, 0);
 }
 
 static int log_has(const char *needle) {
@@ -1112,6 +1139,7 @@ static rd_kafka_t *client_new(const pbtls_settings_t *s, app_t *app, int bind, i
     if (debug) assert_int_equal(rd_kafka_conf_set(conf, "debug", debug, err, errsize), RD_KAFKA_CONF_OK);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     assert_int_equal(pbtls_apply(conf, s, v, err, errsize), 0);
+    pbtls_verifier_on_tls_change(*v, tls_change_cb, &g_tls_calls);
     memset(app, 0, sizeof *app);
     if (bind) {
         pbtls_opaque_bind(&app->tls, *v);
@@ -1122,22 +1150,32 @@ static rd_kafka_t *client_new(const pbtls_settings_t *s, app_t *app, int bind, i
     return rk;
 }
 
-/* One connection of a client made with s (librdkafka debug contexts `debug`, may be NULL) to a server
- * presenting chain/key (tls12_only: a TLS 1.2-only server), until the server saw a handshake and `ok`
- * successful ones; *t keeps what the server saw. Returns the client's verifier (the caller frees it). */
-static pbtls_verifier_t *handshake(const pbtls_settings_t *s, const char *chain, const char *key,
-                                   int tls12_only, int ok, const char *debug, tserver_t *t) {
+/* Connections of a client made with s (librdkafka debug contexts `debug`, may be NULL) to a server
+ * presenting chain/key (tls12_only: a TLS 1.2-only server; suites: its only TLS 1.3 cipher suites, NULL
+ * for OpenSSL's default), until the server saw `attempts` handshakes and `ok` successful ones (it
+ * closes each connection after its handshake, so librdkafka reconnects); *t keeps what the server saw.
+ * Returns the client's verifier (the caller frees it). */
+static pbtls_verifier_t *handshakes(const pbtls_settings_t *s, const char *chain, const char *key,
+                                    int tls12_only, const char *suites, int attempts, int ok,
+                                    const char *debug, tserver_t *t) {
     app_t app;
     pbtls_verifier_t *v = NULL;
     char err[512];
     log_reset();
     tserver_start(t, chain, key, tls12_only);
+    if (suites) assert_int_equal(SSL_CTX_set_ciphersuites(t->ctx, suites), 1);
     rd_kafka_t *rk = client_new(s, &app, 1, t->port, debug, &v, err, sizeof err);
     assert_non_null(rk);
-    assert_true(tserver_wait(t, 1, ok));
+    assert_true(tserver_wait(t, attempts, ok));
     rd_kafka_destroy(rk);
     tserver_stop(t);
     return v;
+}
+
+/* One connection, as handshakes. */
+static pbtls_verifier_t *handshake(const pbtls_settings_t *s, const char *chain, const char *key,
+                                   int tls12_only, int ok, const char *debug, tserver_t *t) {
+    return handshakes(s, chain, key, tls12_only, NULL, 1, ok, debug, t);
 }
 
 static void test_tls_librdkafka_tls12_only_broker_offered_only_tls13(void **state) {
@@ -1151,6 +1189,7 @@ static void test_tls_librdkafka_tls12_only_broker_offered_only_tls13(void **stat
     assert_int_equal(t.offered[0], TLS1_3_VERSION);
     assert_int_equal(t.ok, 0);
     assert_int_equal(pbtls_verifier_failures(v), 0); /* never got as far as a certificate */
+    assert_no_broker_tls(v);
     pbtls_verifier_free(v);
 }
 
@@ -1190,6 +1229,7 @@ static void expect_refused(const pbtls_settings_t *s, const char *chain, const c
     pbtls_verifier_last_failure(v, last, size);
     assert_true(log_has(last)); /* librdkafka logged our cause as well */
     assert_no_secret(last);
+    assert_no_broker_tls(v);
     pbtls_verifier_free(v);
 }
 
@@ -1227,6 +1267,35 @@ static void test_tls_librdkafka_pin_mismatch_fails_with_pin_cause(void **state) 
     pbtls_pin_format(pin, text, sizeof text);
     snprintf(want, sizeof want, ": public key %s matches none of the 1 configured tls.pins", text);
     assert_contains(last, want);
+}
+
+/* The server allows only ChaCha20 (not OpenSSL's first choice), so the cipher the verifier reports
+ * can only have come from the connection. Two handshakes with the same parameters: reported once. */
+static void test_tls_librdkafka_verified_broker_records_negotiated_version_and_cipher_once(void **state) {
+    (void)state;
+    tserver_t t;
+    char name[64];
+    pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
+    pbtls_verifier_t *v =
+        handshakes(&s, P("broker.pem"), P("broker.key"), 0, "TLS_CHACHA20_POLY1305_SHA256", 2, 2, NULL, &t);
+    assert_string_equal(t.cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    pbtls_broker_tls_t b[4];
+    assert_int_equal(pbtls_verifier_broker_tls(v, b, 4), 1);
+    snprintf(name, sizeof name, "localhost:%d", t.port);
+    assert_string_equal(b[0].broker, name);
+    assert_string_equal(b[0].version, "TLSv1.3");
+    assert_string_equal(b[0].cipher, "TLS_CHACHA20_POLY1305_SHA256");
+    assert_int_equal(pbtls_verifier_broker_tls(v, b, 0), 0);
+    assert_int_equal(pbtls_verifier_tls_changes(v), 1);
+    assert_int_equal(g_tls_calls, 1);
+    assert_ptr_equal(g_tls_ctx, &g_tls_calls);
+    assert_memory_equal(&g_tls_last, &b[0], sizeof b[0]);
+    assert_int_equal(pbtls_verifier_failures(v), 0);
+    pbtls_verifier_free(v);
+    /* Without a verifier there is nothing, and setting a callback is a no-op. */
+    assert_int_equal(pbtls_verifier_broker_tls(NULL, b, 4), 0);
+    assert_int_equal(pbtls_verifier_tls_changes(NULL), 0);
+    pbtls_verifier_on_tls_change(NULL, tls_change_cb, NULL);
 }
 
 static void test_tls_crl_hint_only_for_crl_errors_names_what_to_fix(void **state) {
@@ -1352,6 +1421,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tls_librdkafka_wrong_host_cert_fails_with_sans_cause),
         cmocka_unit_test(test_tls_librdkafka_untrusted_broker_fails_with_cause),
         cmocka_unit_test(test_tls_librdkafka_pin_mismatch_fails_with_pin_cause),
+        cmocka_unit_test(test_tls_librdkafka_verified_broker_records_negotiated_version_and_cipher_once),
         cmocka_unit_test(test_tls_crl_hint_only_for_crl_errors_names_what_to_fix),
         cmocka_unit_test(test_tls_librdkafka_revoked_broker_fails_with_crl_cause),
         cmocka_unit_test(test_tls_librdkafka_crl_of_another_ca_fails_naming_missing_crl),

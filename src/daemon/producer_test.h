@@ -1,0 +1,19 @@
+/* producer_test.h: test-only entry to the producer, for the librdkafka mock-cluster unit tests
+ * (tests/unit/test_producer_mock.c). Not installed; nothing in predbridged includes it.
+ *
+ * The mock cluster (rdkafka_mock.h) speaks PLAINTEXT only, and predbridged never does: no config key,
+ * kafka.* pass-through or environment variable reaches this function. */
+#ifndef PB_DAEMON_PRODUCER_TEST_H
+#define PB_DAEMON_PRODUCER_TEST_H
+
+#include "producer.h"
+
+/* As pbd_producer_new, with every setting the same (defaults, cfg's kafka.* pass-through, acks=all,
+ * idempotence, message.timeout.ms=0, callbacks, event fd) except that security.protocol is plaintext
+ * and no TLS setting is applied. Refuses (NULL, errstr) unless every cfg->bootstrap_servers entry is
+ * 127.0.0.1:<port> and cfg->tls_watch is off. pbd_producer_reload has no TLS material to load: don't. */
+pbd_producer_t *pbd_producer_new_plaintext_for_test(const pbd_config_t *cfg, const char *identity,
+                                                    pbd_delivery_fn cb, void *cb_ctx, char *errstr,
+                                                    size_t errstr_size);
+
+#endif

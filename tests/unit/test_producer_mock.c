@@ -1,0 +1,546 @@
+/* test_producer_mock: the producer against librdkafka's mock cluster: records wait out a broker outage
+ * and are then delivered once each, in order; retriable produce errors add no duplicate and a lost
+ * answer no second report; the producer is idempotent; a refused record reaches the delivery callback
+ * with its reason; spooled records all retire after an outage. The mock speaks plaintext only, hence
+ * producer_test.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+/* cmocka.h needs the three above */
+#include <cmocka.h>
+
+#include "common/log.h"
+#include "producer_test.h"
+#include "spool.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#define TOPIC "predictions"
+#define N_BROKERS 3
+#define LEADER 1 /* of every partition */
+#define N_PARTITIONS 2
+#define MAX_RECORDS 128
+/* Request ApiKeys (RD_KAFKAP_* are in a librdkafka header that is not installed). */
+#define PRODUCE 0
+#define INIT_PRODUCER_ID 22
+#define DEADLINE_MS 30000 /* for what must happen: generous, sanitizers and a busy machine */
+/* How long an outage lasts: many times each timeout below, and six times message.timeout.ms. */
+#define OUTAGE_MS 3000
+
+/* Through the kafka.* pass-through, as an operator would write them. The short timeouts make the
+ * outages below outlast many request timeouts and reconnects; message.timeout.ms is one an operator
+ * might try: the producer's own message.timeout.ms=0 must win over it. */
+static const char *const pass_through[][2] = {
+    {"socket.timeout.ms", "300"},        {"request.timeout.ms", "300"}, {"reconnect.backoff.ms", "20"},
+    {"reconnect.backoff.max.ms", "200"}, {"retry.backoff.ms", "20"},    {"message.timeout.ms", "500"},
+};
+#define N_PASS_THROUGH (sizeof pass_through / sizeof pass_through[0])
+
+typedef struct report {
+    int i; /* record number, from the value */
+    int opaque_ok;
+    rd_kafka_resp_err_t err;
+    char reason[256];
+} report_t;
+
+typedef struct fixture {
+    rd_kafka_t *host; /* the mock cluster runs on this handle's thread */
+    rd_kafka_mock_cluster_t *mc;
+    pbconf_kafka_prop_t props[N_PASS_THROUGH];
+    pbd_config_t cfg;
+    pbd_producer_t *p;
+    report_t reports[MAX_RECORDS];
+    int n_reports;
+    pbsp_t *spool; /* the spool test only: reports retire its records, as in server.c */
+    char dir[64];
+} fixture_t;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static void *opaque_of(int i) {
+    return (void *)(uintptr_t)(i + 1);
+}
+
+static int record_number(const void *value, size_t len) {
+    char s[64];
+    int i = -1;
+    snprintf(s, sizeof s, "%.*s", (int)len, (const char *)value);
+    return sscanf(s, "{\"i\":%d}", &i) == 1 ? i : -1;
+}
+
+/* Runs on the test's thread, inside pbd_producer_serve: records, asserts nothing (a failed assertion
+ * would jump out of librdkafka). */
+static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason,
+                        const void *value, size_t value_len) {
+    fixture_t *f = ctx;
+    if (f->spool && !err)
+        pbsp_retire(f->spool, opaque);
+    else if (f->spool && err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        (void)pbsp_set_aside(f->spool, opaque, value, value_len);
+    if (f->n_reports == MAX_RECORDS) return;
+    report_t *r = &f->reports[f->n_reports++];
+    r->i = record_number(value, value_len);
+    r->opaque_ok = f->spool || opaque == opaque_of(r->i);
+    r->err = err;
+    snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+}
+
+/* The mock cluster, with the topic's partitions all led by LEADER; no producer yet. */
+static int setup_cluster(void **state) {
+    fixture_t *f = calloc(1, sizeof *f);
+    char e[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!f || !conf) return -1;
+    rd_kafka_conf_set_log_cb(conf, quiet_log); /* it has no bootstrap.servers, and says so */
+    if (!(f->host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof e)) ||
+        !(f->mc = rd_kafka_mock_cluster_new(f->host, N_BROKERS)) ||
+        rd_kafka_mock_topic_create(f->mc, TOPIC, N_PARTITIONS, N_BROKERS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    for (int32_t part = 0; part < N_PARTITIONS; part++)
+        if (rd_kafka_mock_partition_set_leader(f->mc, TOPIC, part, LEADER) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return -1;
+    for (size_t k = 0; k < N_PASS_THROUGH; k++)
+        f->props[k] = (pbconf_kafka_prop_t){.property = (char *)pass_through[k][0],
+                                            .value = (char *)pass_through[k][1],
+                                            .file = "test",
+                                            .line = (int)k + 1};
+    f->cfg = (pbd_config_t){.bootstrap_servers = (char *)rd_kafka_mock_cluster_bootstraps(f->mc),
+                            .topic = TOPIC,
+                            .compression = "none",
+                            .linger_ms = 5,
+                            .kafka = f->props,
+                            .n_kafka = N_PASS_THROUGH};
+    *state = f;
+    return 0;
+}
+
+static int start_producer(fixture_t *f) {
+    char e[512];
+    if ((f->p = pbd_producer_new_plaintext_for_test(&f->cfg, "test", on_delivery, f, e, sizeof e))) return 0;
+    print_error("pbd_producer_new_plaintext_for_test: %s\n", e);
+    return -1;
+}
+
+static int setup(void **state) {
+    return setup_cluster(state) == 0 ? start_producer(*state) : -1;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+    pbd_producer_free(f->p); /* reports what is left as purged: the spool keeps it */
+    if (f->spool) pbsp_close(f->spool);
+    if (f->dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+        if (system(cmd) != 0) return -1;
+    }
+    rd_kafka_mock_cluster_destroy(f->mc);
+    rd_kafka_destroy(f->host);
+    free(f);
+    return 0;
+}
+
+/* Hands record i to the producer: value {"i":i}, key k<i % 3> (records with one key share a partition). */
+static pbd_send_result_t try_send(fixture_t *f, int i, char *reason, size_t reason_size) {
+    char value[32], key[8], id[32];
+    snprintf(value, sizeof value, "{\"i\":%d}", i);
+    snprintf(key, sizeof key, "k%d", i % 3);
+    snprintf(id, sizeof id, "id-%d", i);
+    pbd_record_t rec = {
+        .value = strdup(value), .value_len = strlen(value), .key = key, .key_len = strlen(key), .id = id};
+    assert_non_null(rec.value);
+    pbd_send_result_t r = pbd_producer_send(f->p, &rec, opaque_of(i), reason, reason_size);
+    if (r != PBD_SEND_OK) free(rec.value); /* still ours */
+    return r;
+}
+
+static void send_record(fixture_t *f, int i) {
+    char reason[256] = "";
+    pbd_send_result_t r = try_send(f, i, reason, sizeof reason);
+    if (r != PBD_SEND_OK) fail_msg("record %d: send result %d: %s", i, (int)r, reason);
+}
+
+static void send_records(fixture_t *f, int from, int to) {
+    for (int i = from; i < to; i++)
+        send_record(f, i);
+}
+
+typedef int (*cond_fn)(const fixture_t *f, int arg);
+
+/* Serves the producer (waiting on its fd, as the daemon's loop does) until cond holds or timeout_ms
+ * pass. Returns whether cond holds. */
+static int serve_until(fixture_t *f, cond_fn cond, int arg, int timeout_ms) {
+    int64_t deadline = now_ms() + timeout_ms;
+    while (!cond(f, arg)) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) return 0;
+        struct epoll_event ev;
+        if (epoll_wait(pbd_producer_fd(f->p), &ev, 1, (int)left) > 0) pbd_producer_serve(f->p);
+    }
+    return 1;
+}
+
+static int reports_at_least(const fixture_t *f, int n) {
+    return f->n_reports >= n;
+}
+
+/* An error report, or a report of record `from` or later. */
+static int error_or_report_from(const fixture_t *f, int from) {
+    for (int k = 0; k < f->n_reports; k++)
+        if (f->reports[k].err || f->reports[k].i >= from) return 1;
+    return 0;
+}
+
+static void wait_reports(fixture_t *f, int n) {
+    if (!serve_until(f, reports_at_least, n, DEADLINE_MS))
+        fail_msg("%d delivery reports after %d ms, %d expected", f->n_reports, DEADLINE_MS, n);
+}
+
+/* Every record 0..n-1 was reported exactly once, delivered, with its own opaque, in send order among
+ * records of one key (one partition). */
+static void assert_each_delivered_once_in_order(const fixture_t *f, int n) {
+    int seen[MAX_RECORDS] = {0}, last_of_key[3] = {-1, -1, -1};
+    assert_int_equal(f->n_reports, n);
+    for (int k = 0; k < f->n_reports; k++) {
+        const report_t *r = &f->reports[k];
+        if (r->err) fail_msg("record %d: delivery failed: %s", r->i, r->reason);
+        assert_true(r->i >= 0 && r->i < n);
+        assert_true(r->opaque_ok);
+        assert_int_equal(seen[r->i]++, 0);
+        if (r->i < last_of_key[r->i % 3])
+            fail_msg("record %d reported after record %d", r->i, last_of_key[r->i % 3]);
+        last_of_key[r->i % 3] = r->i;
+    }
+    assert_int_equal(pbd_producer_in_flight(f->p), 0);
+}
+
+/* Reads the mock topic back: each of records 0..n-1 must be in it exactly once (at least once if
+ * dups_allowed), and every partition must hold its records in send order. This is where a duplicate
+ * made by a retry would show. */
+static void assert_log_holds_each_in_order(const fixture_t *f, int n, int dups_allowed) {
+    char e[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", f->cfg.bootstrap_servers, e, sizeof e), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", "test_producer_mock", e, sizeof e), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "enable.partition.eof", "true", e, sizeof e), 0);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof e);
+    assert_non_null(c);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(N_PARTITIONS);
+    for (int32_t part = 0; part < N_PARTITIONS; part++)
+        rd_kafka_topic_partition_list_add(parts, TOPIC, part)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    assert_int_equal(rd_kafka_assign(c, parts), 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+
+    int seen[MAX_RECORDS] = {0}, last[N_PARTITIONS] = {-1, -1}, at_end = 0, total = 0;
+    char problem[256] = "";
+    int64_t deadline = now_ms() + DEADLINE_MS;
+    while (at_end < N_PARTITIONS && now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (!m) continue;
+        int i = m->err ? -1 : record_number(m->payload, m->len);
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            at_end++;
+        else if (m->err)
+            snprintf(problem, sizeof problem, "consumer: %s", rd_kafka_message_errstr(m));
+        else if (i < 0 || i >= n)
+            snprintf(problem, sizeof problem, "a record not sent: %d", i);
+        else if (seen[i]++ && !dups_allowed)
+            snprintf(problem, sizeof problem, "record %d more than once", i);
+        else if (seen[i] > 1) { /* a resent copy: its position says nothing about order */
+        } else if (i < last[m->partition])
+            snprintf(problem, sizeof problem, "partition %d: record %d after %d", (int)m->partition, i,
+                     last[m->partition]);
+        else
+            last[m->partition] = i, total++;
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    if (problem[0]) fail_msg("%s", problem);
+    assert_int_equal(at_end, N_PARTITIONS);
+    assert_int_equal(total, n);
+}
+
+/* Record 0, delivered: the producer has its id and the topic's leaders before the faults begin. */
+static void warm_up(fixture_t *f) {
+    send_record(f, 0);
+    wait_reports(f, 1);
+}
+
+/* Sends records 1..n-1 while the leader answers Produce requests from the answers pushed onto its
+ * stack, waits for their reports, and checks every pushed answer was given. */
+static void send_past_leader_answers(fixture_t *f, int n) {
+    send_records(f, 1, n);
+    wait_reports(f, n);
+    size_t left = 1;
+    assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(f->mc, LEADER, PRODUCE, &left), 0);
+    assert_int_equal(left, 0);
+}
+
+/* Takes brokers down while records are sent, holds the outage for OUTAGE_MS, then brings them back. */
+static void records_survive_outage(fixture_t *f, const int32_t *brokers, size_t n_brokers) {
+    warm_up(f);
+    send_records(f, 1, 10); /* some of these may be on the wire when the broker goes */
+    for (size_t b = 0; b < n_brokers; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, brokers[b]), RD_KAFKA_RESP_ERR_NO_ERROR);
+    send_records(f, 10, 60);
+
+    /* No report may come: not an error (they never time out), not a delivery (nobody to take it). */
+    if (serve_until(f, error_or_report_from, 10, OUTAGE_MS)) {
+        const report_t *r = &f->reports[f->n_reports - 1];
+        fail_msg("during the outage, record %d was reported: %s", r->i, r->err ? r->reason : "delivered");
+    }
+    assert_int_equal(pbd_producer_in_flight(f->p), 60 - f->n_reports);
+
+    for (size_t b = 0; b < n_brokers; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, brokers[b]), RD_KAFKA_RESP_ERR_NO_ERROR);
+    wait_reports(f, 60);
+    assert_each_delivered_once_in_order(f, 60);
+    assert_log_holds_each_in_order(f, 60, 0);
+}
+
+static void test_producer_leader_down_records_wait_then_are_delivered_once_in_order(void **state) {
+    const int32_t leader[] = {LEADER};
+    records_survive_outage(*state, leader, 1);
+}
+
+static void test_producer_all_brokers_down_records_wait_then_are_delivered_once_in_order(void **state) {
+    const int32_t all[N_BROKERS] = {1, 2, 3};
+    records_survive_outage(*state, all, N_BROKERS);
+}
+
+static void test_producer_retriable_produce_errors_deliver_each_record_once(void **state) {
+    fixture_t *f = *state;
+    warm_up(f);
+    /* Each Produce request to the leader is answered by the next of these until none is left. */
+    assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+                         f->mc, LEADER, PRODUCE, 6, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0,
+                         RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, 0,
+                         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0,
+                         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND, 0,
+                         RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR, 0),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    send_past_leader_answers(f, 40);
+    assert_each_delivered_once_in_order(f, 40);
+    assert_log_holds_each_in_order(f, 40, 0);
+}
+
+/* The broker appends the records but its answer comes after request.timeout.ms: the producer sends
+ * them again and reports each once, delivered. A real broker drops the second copy by producer id and
+ * sequence (idempotence); librdkafka 2.0.2's mock checks sequences only for transactional producers
+ * and keeps it, so here the log may hold a record twice. That the producer is idempotent is
+ * test_producer_requests_a_producer_id_before_producing. */
+static void test_producer_lost_produce_response_is_retried_and_reported_once(void **state) {
+    fixture_t *f = *state;
+    warm_up(f);
+    assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(f->mc, LEADER, PRODUCE, 2,
+                                                                  RD_KAFKA_RESP_ERR_NO_ERROR, 1500,
+                                                                  RD_KAFKA_RESP_ERR_NO_ERROR, 1500),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    send_past_leader_answers(f, 20);
+    assert_each_delivered_once_in_order(f, 20);
+    assert_log_holds_each_in_order(f, 20, 1);
+}
+
+/* Idempotence (what keeps retries from duplicating records on a real broker) starts with asking for a
+ * producer id: each broker answers that request once with a retriable error, which must be used up. */
+static void test_producer_requests_a_producer_id_before_producing(void **state) {
+    fixture_t *f = *state;
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+                             f->mc, b, INIT_PRODUCER_ID, 1, RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE, 0),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(start_producer(f), 0);
+    send_records(f, 0, 5);
+    wait_reports(f, 5);
+    assert_each_delivered_once_in_order(f, 5);
+    size_t left = 0, cnt;
+    for (int32_t b = 1; b <= N_BROKERS; b++) {
+        assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(f->mc, b, INIT_PRODUCER_ID, &cnt), 0);
+        left += cnt;
+    }
+    if (left == N_BROKERS)
+        fail_msg("no InitProducerId request reached a broker: the producer is not idempotent");
+}
+
+/* A Produce error that retrying cannot fix reaches the callback with a readable reason (server.c
+ * then sets the record aside), and records after it are delivered again. After a topic-level error
+ * librdkafka refuses new records for the topic at once until its next metadata refresh: those come
+ * back from pbd_producer_send with the same reason (server.c sets them aside too). */
+static void refused_then_delivering(fixture_t *f, rd_kafka_resp_err_t err, const char *name,
+                                    const char *words) {
+    warm_up(f);
+    assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(f->mc, LEADER, PRODUCE, 1, err, 0),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    send_record(f, 1);
+    wait_reports(f, 2);
+    const report_t *r = &f->reports[1];
+    assert_int_equal(r->i, 1);
+    assert_true(r->opaque_ok);
+    assert_int_equal(r->err, err);
+    if (!strstr(r->reason, name) || !strstr(r->reason, words)) fail_msg("reason '%s'", r->reason);
+    assert_int_equal(pbd_producer_in_flight(f->p), 0);
+
+    int i = 2;
+    char reason[256] = "";
+    int64_t deadline = now_ms() + DEADLINE_MS;
+    for (; try_send(f, i, reason, sizeof reason) != PBD_SEND_OK; i++) {
+        if (!strstr(reason, name)) fail_msg("record %d refused at send: '%s'", i, reason);
+        if (now_ms() > deadline) fail_msg("records still refused at send after %d ms", DEADLINE_MS);
+        serve_until(f, reports_at_least, f->n_reports + 1,
+                    100); /* librdkafka refreshes its metadata meanwhile */
+    }
+    wait_reports(f, 3);
+    r = &f->reports[2];
+    if (r->i != i || r->err)
+        fail_msg("record %d after the refusal: %s", r->i, r->err ? r->reason : "delivered");
+}
+
+static void test_producer_topic_authorization_failure_reported_with_reason(void **state) {
+    refused_then_delivering(*state, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                            "TOPIC_AUTHORIZATION_FAILED", "Topic authorization failed");
+}
+
+static void test_producer_broker_refusing_size_reported_with_reason(void **state) {
+    refused_then_delivering(*state, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, "MSG_SIZE_TOO_LARGE", "too large");
+}
+
+/* librdkafka refuses a record over message.max.bytes at once: the value stays the caller's. */
+static void test_producer_record_over_max_bytes_refused_at_send_with_reason(void **state) {
+    fixture_t *f = *state;
+    size_t len = 2u << 20; /* message.max.bytes defaults to 1 MB */
+    pbd_record_t rec = {.value = malloc(len), .value_len = len, .id = "id-big"};
+    char reason[256] = "";
+    assert_non_null(rec.value);
+    memset(rec.value, 'x', len);
+    assert_int_equal(pbd_producer_send(f->p, &rec, opaque_of(0), reason, sizeof reason), PBD_SEND_ERROR);
+    assert_non_null(strstr(reason, "MSG_SIZE_TOO_LARGE"));
+    assert_int_equal(pbd_producer_in_flight(f->p), 0);
+    free(rec.value);
+}
+
+static int spool_empty(const fixture_t *f, int unused) {
+    (void)unused;
+    pbsp_usage_t u;
+    pbsp_get_usage(f->spool, &u);
+    return u.records == 0;
+}
+
+/* Spool and producer wired as in server.c (append, commit, hand over read back from disk, retire on
+ * the report), through an outage of every broker: afterwards no record is left in the spool. */
+static void test_producer_spooled_records_all_retire_after_outage(void **state) {
+    fixture_t *f = *state;
+    char err[256] = "";
+    snprintf(f->dir, sizeof f->dir, "/tmp/pbmock-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    pbsp_options_t o = {
+        .dir = f->dir, .fsync = PBSP_FSYNC_NEVER, .max_bytes = 64u << 20, .segment_bytes = 16u << 20};
+    pbsp_recovery_t rec;
+    f->spool = pbsp_open(&o, &rec, err, sizeof err);
+    if (!f->spool) fail_msg("pbsp_open: %s", err);
+
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, b), 0);
+    for (int i = 0; i < 50; i++) {
+        char value[32], key[8], id[32];
+        snprintf(value, sizeof value, "{\"i\":%d}", i);
+        snprintf(key, sizeof key, "k%d", i % 3);
+        snprintf(id, sizeof id, "id-%d", i);
+        pbd_record_t r = {
+            .value = value, .value_len = strlen(value), .key = key, .key_len = strlen(key), .id = id};
+        pbsp_ticket_t t;
+        assert_int_equal(pbsp_append(f->spool, &r, &t, err, sizeof err), PBSP_OK);
+    }
+    assert_int_equal(pbsp_commit(f->spool, err, sizeof err), PBSP_OK);
+    pbd_record_t r;
+    void *ref;
+    uint64_t seq;
+    while (pbsp_peek(f->spool, &r, &ref, &seq, err, sizeof err) == 1) {
+        assert_int_equal(pbd_producer_send(f->p, &r, ref, err, sizeof err), PBD_SEND_OK);
+        pbsp_advance(f->spool);
+    }
+    pbsp_usage_t u;
+    pbsp_get_usage(f->spool, &u);
+    assert_int_equal(u.records, 50);
+    assert_int_equal(u.unsent, 0);
+
+    if (serve_until(f, reports_at_least, 1, OUTAGE_MS))
+        fail_msg("a report during the outage: %s", f->reports[0].reason);
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, b), 0);
+    if (!serve_until(f, spool_empty, 0, DEADLINE_MS))
+        fail_msg("records left in the spool after %d ms", DEADLINE_MS);
+    pbsp_get_usage(f->spool, &u);
+    assert_int_equal(u.set_aside, 0);
+    assert_each_delivered_once_in_order(f, 50);
+    assert_log_holds_each_in_order(f, 50, 0);
+}
+
+/* The seam cannot send plaintext off the machine, nor watch TLS files it does not use. */
+static void test_producer_plaintext_seam_refuses_non_loopback_brokers(void **state) {
+    (void)state;
+    char e[256] = "";
+    const char *refused[] = {"kafka.example.com:9092", "127.0.0.1:9092,10.0.0.1:9092", "127.0.0.10:9092", ""};
+    for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+        pbd_config_t cfg = {.bootstrap_servers = (char *)refused[k], .topic = TOPIC, .compression = "none"};
+        assert_null(pbd_producer_new_plaintext_for_test(&cfg, "test", on_delivery, NULL, e, sizeof e));
+        assert_non_null(strstr(e, "127.0.0.1"));
+    }
+    pbd_config_t watched = {
+        .bootstrap_servers = "127.0.0.1:9092", .topic = TOPIC, .compression = "none", .tls_watch = 1};
+    assert_null(pbd_producer_new_plaintext_for_test(&watched, "test", on_delivery, NULL, e, sizeof e));
+}
+
+/* The daemon's entry, given the config the seam accepts, still insists on TLS material. */
+static void test_producer_daemon_entry_refuses_config_without_tls_material(void **state) {
+    fixture_t *f = *state;
+    char e[512] = "";
+    pbd_producer_t *p = pbd_producer_new(&f->cfg, "test", on_delivery, f, e, sizeof e);
+    pbd_producer_free(p);
+    assert_null(p);
+    if (!strstr(e, "tls.")) fail_msg("refused for another reason: %s", e);
+}
+
+int main(void) {
+    pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_producer_mock");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_producer_leader_down_records_wait_then_are_delivered_once_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_producer_all_brokers_down_records_wait_then_are_delivered_once_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_retriable_produce_errors_deliver_each_record_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_lost_produce_response_is_retried_and_reported_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_requests_a_producer_id_before_producing, setup_cluster,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_producer_topic_authorization_failure_reported_with_reason, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_producer_broker_refusing_size_reported_with_reason, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_producer_record_over_max_bytes_refused_at_send_with_reason,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_spooled_records_all_retire_after_outage, setup,
+                                        teardown),
+        cmocka_unit_test(test_producer_plaintext_seam_refuses_non_loopback_brokers),
+        cmocka_unit_test_setup_teardown(test_producer_daemon_entry_refuses_config_without_tls_material,
+                                        setup_cluster, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
