@@ -34,6 +34,7 @@ Environment: PB_BENCH_BUILD ($PB_BENCH_BUILD), PB_BENCH_WRITERS ($PB_BENCH_WRITE
 PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and the paced run's
 length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
+PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's).
 USAGE
 }
 
@@ -221,6 +222,7 @@ producer.linger_ms = 5
 producer.flush_timeout_ms = 10000
 spool.dir = $tmp/spool
 spool.fsync = $fsync
+${PB_BENCH_FSYNC_INTERVAL_MS:+spool.fsync_interval_ms = $PB_BENCH_FSYNC_INTERVAL_MS}
 log.level = info
 CONF
   rm -rf "$tmp/spool"

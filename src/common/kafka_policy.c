@@ -35,6 +35,9 @@ static const pbtls_denied_t pbtls_denied[] = {
     {"transactional.id", 0, "predbridged's producer is idempotent, not transactional"},
     {"plugin.library.paths", 0, "loads code into the process"},
     {"internal.termination.signal", 0, "predbridged owns its signal handling"},
+    /* test.mock.num.brokers replaces bootstrap.servers and TLS with an in-process plaintext mock
+     * cluster whose "deliveries" would retire spooled records no broker has. */
+    {"test.", 1, "test.* properties replace the real brokers with librdkafka's mock cluster"},
 };
 
 const char *pbtls_denied_kafka_property(const char *property) {

@@ -31,6 +31,9 @@
 #define READ_CHUNK 65536
 #define READS_PER_WAKE 4                  /* fairness between connections */
 #define OUT_HIGH_WATER (4u * 1024 * 1024) /* stop reading a writer that does not read its acks */
+/* Delivered-mode records only in the spool (librdkafka's queue full): each holds a reply in memory,
+ * so reading pauses at this many and memory stays bounded however far the broker falls behind. */
+#define MAX_UNSENT_REPLIES 10000
 
 enum ack_mode { ACK_NONE = 0, ACK_ACCEPTED = 1, ACK_DELIVERED = 2 };
 enum reply_status { R_PENDING = 0, R_ACCEPTED, R_DELIVERED, R_REJECTED, R_FAILED, R_READY };
@@ -90,6 +93,7 @@ struct pbd_server {
     int spool_dirty;           /* appended since the last pbsp_commit */
     int acks_waiting;          /* accepted replies wait for the spool to make records durable */
     reply_t *unsent_head, *unsent_tail; /* delivered-mode replies of records still only in the spool */
+    size_t n_unsent;
     uint64_t replay_left;      /* records recovered at start, not yet handed to the producer */
     int64_t replay_started_ms;
     time_t spool_logged;
@@ -345,6 +349,7 @@ static pbd_send_result_t produce(pbd_server_t *s, pbd_record_t *rec, reply_t *dr
 }
 
 static void unsent_push(pbd_server_t *s, reply_t *r, int at_head) {
+    s->n_unsent++;
     if (at_head) {
         r->next_unsent = s->unsent_head;
         s->unsent_head = r;
@@ -362,6 +367,7 @@ static reply_t *unsent_pop(pbd_server_t *s, uint64_t spool_seq) {
     if (!r || r->spool_seq != spool_seq) return NULL;
     s->unsent_head = r->next_unsent;
     if (!s->unsent_head) s->unsent_tail = NULL;
+    s->n_unsent--;
     r->next_unsent = NULL;
     return r;
 }
@@ -436,7 +442,8 @@ static int send_pending(pbd_server_t *s, conn_t *c) {
     return 0;
 }
 
-/* The spool is full: no socket is read until delivered records make room. */
+/* The spool is full, or too many delivered-mode writers wait: no socket is read until the broker
+ * takes records. */
 static void pause_reading(pbd_server_t *s) {
     if (s->paused) return;
     s->paused = 1;
@@ -446,7 +453,11 @@ static void pause_reading(pbd_server_t *s) {
     if (now - s->pause_logged >= 10) {
         pbsp_usage_t u;
         pbsp_get_usage(s->spool, &u);
-        if (pbsp_disk_full(s->spool))
+        if (s->n_unsent >= MAX_UNSENT_REPLIES)
+            PBLOG_I("backpressure", "%zu records of writers waiting for delivery are queued behind the producer: "
+                    "reading paused until the broker catches up (%llu pauses so far)", s->n_unsent,
+                    (unsigned long long)s->stats.pauses);
+        else if (pbsp_disk_full(s->spool))
             PBLOG_W("backpressure", "the disk under spool.dir '%s' is full (%llu records, %llu bytes spooled): reading "
                     "paused until space returns (%llu pauses so far)", s->cfg->spool_dir, (unsigned long long)u.records,
                     (unsigned long long)u.bytes, (unsigned long long)s->stats.pauses);
@@ -494,7 +505,7 @@ static int on_line(pbd_server_t *s, conn_t *c, uint64_t line_no, const char *dat
                                 .model_version = rec.model_version};
     c->pending_reply = c->ack ? reply_add(c, seq, R_PENDING, c->pending_id, NULL) : NULL;
     c->has_pending = 1;
-    if (send_pending(s, c)) {
+    if (send_pending(s, c) || s->n_unsent >= MAX_UNSENT_REPLIES) {
         pause_reading(s);
         return 1; /* stop framing: the rest of the input waits in the backlog */
     }
@@ -566,7 +577,7 @@ static int conn_resume(pbd_server_t *s, conn_t *c) {
         c->backlog_len = 0;
         conn_feed(s, c, b, n);
         free(b);
-        if (c->has_pending) return 1;
+        if (c->has_pending || c->backlog_len) return 1; /* stopped again (spool full, or too many waiting) */
     }
     if ((c->gone || c->read_eof) && !c->eof) conn_finish_input(s, c);
     return 0;
@@ -652,7 +663,7 @@ static void pause_all(pbd_server_t *s) {
 
 /* The producer made progress: give held-up connections another go, in order of arrival. */
 static void try_resume(pbd_server_t *s) {
-    if (!s->paused) return;
+    if (!s->paused || s->n_unsent >= MAX_UNSENT_REPLIES) return;
     s->paused = 0;
     for (conn_t *c = s->conns, *next; c; c = next) {
         next = c->next;

@@ -732,6 +732,8 @@ static void test_kafka_policy_denylist_matches_case_insensitively(void **state) 
         {"transactional.id", "not transactional"},
         {"https.ca.location", "tls.* keys"},
         {"internal.termination.signal", "signal handling"},
+        {"test.mock.num.brokers", "mock cluster"},
+        {"TEST.mock.broker.rtt", "mock cluster"},
     };
     for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
         const char *r = pbtls_denied_kafka_property(denied[i].property);
