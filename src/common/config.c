@@ -186,6 +186,10 @@ static const pbconf_key_t pbconf_keys[] = {
     {.name = "tls.expiry.warn_days", .type = PBCONF_INT, .flags = PBCONF_SHARED, .def = "30", .min = 0, .max = 3650,
      .off = PBCONF_OFF(tls.expiry_warn_days),
      .doc = "Warn when the client certificate or CA expires within this many days."},
+    {.name = "tls.expiry.check_interval_s", .type = PBCONF_INT, .flags = PBCONF_SHARED, .def = "3600", .min = 1,
+     .max = 86400, .off = PBCONF_OFF(tls_check_interval_s),
+     .doc = "How often, in seconds, the client certificate, key and CA are checked again while running "
+            "(expiry warnings, an error once expired or unusable)."},
     {.name = "tls.watch", .type = PBCONF_ENUM, .def = "true", .choices = pbconf_booleans,
      .store_choice = pbconf_store_tls_watch,
      .doc = "Reload the TLS files (tls.ca, tls.cert, tls.key, tls.keystore, tls.crl and passphrase files) "

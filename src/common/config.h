@@ -40,6 +40,7 @@ typedef struct pbd_config {
     char *tls_strings[7];       /* owned storage behind tls.ca ... tls.crl */
     int tls_watch;              /* tls.watch: reload when the TLS files change, default true in predbridged, false in libpredbridge */
     int tls_watch_debounce_ms;  /* tls.watch_debounce_ms: quiet time before reloading, default 500 */
+    int tls_check_interval_s;   /* tls.expiry.check_interval_s: periodic material check, default 3600 */
 
     /* message.* */
     size_t max_message_bytes;   /* message.max_bytes, default 1048576, 64..16777216 */

@@ -451,6 +451,14 @@ static void warn_cb(void *ctx, const char *message) {
     PBLOG_W("tls.material", "%s", message);
 }
 
+int pbd_producer_check_material(pbd_producer_t *p) {
+    char errstr[1024];
+    pbtls_cert_info_t info;
+    if (pbtls_check_material(&p->cfg->tls, time(NULL), &info, warn_cb, NULL, errstr, sizeof errstr) == 0) return 0;
+    PBLOG_E("tls.material", "periodic check of the TLS material failed: %s", errstr);
+    return -1;
+}
+
 /* Destroys retiring instances that have delivered everything they held. */
 static void retire_drained(pbd_producer_t *p) {
     for (pbd_instance_t **link = &p->retiring; *link;) {

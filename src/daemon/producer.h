@@ -79,6 +79,10 @@ int pbd_producer_flush(pbd_producer_t *p, int timeout_ms);
  * while the files are read and checked. */
 int pbd_producer_reload(pbd_producer_t *p, const char *trigger);
 
+/* Checks the TLS files again (expiry within tls.expiry.warn_days is a warning, an expired or
+ * unusable certificate an error); called every tls.expiry.check_interval_s. Returns 0 if usable. */
+int pbd_producer_check_material(pbd_producer_t *p);
+
 /* Destroys the producer; records still in flight are purged and reported as failed first. */
 void pbd_producer_free(pbd_producer_t *p);
 

@@ -96,6 +96,7 @@ struct pbd_server {
     size_t n_unsent;
     uint64_t replay_left;      /* records recovered at start, not yet handed to the producer */
     int64_t replay_started_ms;
+    int64_t next_material_check_ms; /* tls.expiry.check_interval_s */
     time_t spool_logged;
     conn_t *conns;
     int n_conns;
@@ -859,6 +860,7 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
         goto fail;
     }
     s->accepting = 1;
+    s->next_material_check_ms = mono_ms() + (int64_t)cfg->tls_check_interval_s * 1000; /* checked at start */
     return s;
 fail:
     pbd_server_free(s);
@@ -915,6 +917,10 @@ static void on_tick(pbd_server_t *s) {
     uint64_t ticks;
     (void)!read(s->timer_fd, &ticks, sizeof ticks);
     pbsp_tick(s->spool);
+    if (mono_ms() >= s->next_material_check_ms) {
+        s->next_material_check_ms = mono_ms() + (int64_t)s->cfg->tls_check_interval_s * 1000;
+        (void)pbd_producer_check_material(s->producer); /* logs; the running material stays in use */
+    }
     pump(s);
     try_resume(s);
     spool_commit(s);

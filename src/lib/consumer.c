@@ -354,6 +354,7 @@ pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_pred
     c->log = (pblib_log_t){.fn = conf->log_fn, .opaque = conf->log_opaque, .level = c->cfg.log_level,
                            .format = c->cfg.log_format};
     c->next_commit_ms = pbc_now_ms() + c->cfg.commit_interval_ms;
+    c->material_check_ms = pbc_now_ms() + (int64_t)c->cfg.tls_check_interval_s * 1000; /* checked at creation */
     if (c->cfg.dedup_window > 0 && !(c->dedup = pbdedup_new((size_t)c->cfg.dedup_window))) goto fail_nomem;
     c->queue_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -614,6 +615,7 @@ static pb_err_t pbc_poll(pb_consumer_t *c, int timeout_ms) {
     for (;;) {
         if (atomic_load(&c->stopped)) return PB_ERR_STOPPED;
         pbc_watch_serve(c, watch_ready); /* may reload: before anything uses the connection */
+        pbc_material_periodic(c);
         int due = pbc_retry_resume_due(c), commit = pbc_commit_due(c);
         if (pbc_drain(c) > 0) return atomic_load(&c->stopped) ? PB_ERR_STOPPED : PB_OK;
         if (due < 0 || commit < due) due = commit;

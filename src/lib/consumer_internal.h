@@ -39,6 +39,7 @@ struct pb_consumer {
     pbdedup_t *dedup;       /* consumer.dedup.window; NULL when 0 */
     pbwatch_t *watch;       /* tls.watch; NULL when off */
     int64_t watch_check_ms; /* when a busy poll looks at the watch next */
+    int64_t material_check_ms; /* next periodic check of the TLS files (tls.expiry.check_interval_s) */
     pbstats_t stats;
     pblib_log_t log;
 };
@@ -82,5 +83,10 @@ int pbc_watch_fd(const pb_consumer_t *c);
 /* Serves the watch when ready (its fd was readable) or, for a consumer too busy to wait on it, every
  * so often; reloads once changed files have been quiet for tls.watch_debounce_ms. */
 void pbc_watch_serve(pb_consumer_t *c, int ready);
+
+/* Every tls.expiry.check_interval_s: checks the TLS files again; expiry within tls.expiry.warn_days
+ * is logged as a warning, an expired or unusable certificate is logged and reported to on_error as
+ * PB_ERR_CERTIFICATE. */
+void pbc_material_periodic(pb_consumer_t *c);
 
 #endif

@@ -121,6 +121,18 @@ int pbc_watch_fd(const pb_consumer_t *c) {
     return c->watch ? pbwatch_fd(c->watch) : -1;
 }
 
+void pbc_material_periodic(pb_consumer_t *c) {
+    int64_t now = pbc_now_ms();
+    if (now < c->material_check_ms) return;
+    c->material_check_ms = now + (int64_t)c->cfg.tls_check_interval_s * 1000;
+    pbtls_cert_info_t info;
+    char err[1024], cause[1200];
+    if (!pbtls_check_material(&c->cfg.tls, time(NULL), &info, pbc_material_warn, c, err, sizeof err)) return;
+    snprintf(cause, sizeof cause, "periodic check of the TLS material failed: %s", err);
+    pblib_log(&c->log, PBLOG_ERROR, "tls.material", NULL, 0, "%s", cause);
+    if (c->on_error) c->on_error(PB_ERR_CERTIFICATE, cause, NULL, c->opaque);
+}
+
 void pbc_watch_serve(pb_consumer_t *c, int ready) {
     if (!c->watch) return;
     int64_t now = pbc_now_ms();

@@ -474,6 +474,34 @@ static void test_reload_kubernetes_secret_swap_reloads_and_logs_no_secret(void *
     material_free(&m);
 }
 
+/* Lines of path containing needle. */
+static int count_lines(const char *path, const char *needle) {
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+static void test_reload_material_is_checked_again_while_running(void **state) {
+    (void)state;
+    char topic[256];
+    itest_create_topic("predictions-it-reload", 1, topic, sizeof topic);
+    itest_daemon_t d;
+    /* Every certificate of the rig expires within ten years: each check warns. */
+    itest_daemon_config(&d, topic, "tls.expiry.warn_days = 3650\ntls.expiry.check_interval_s = 1\ntls.watch = false");
+    assert_int_equal(itest_daemon_start(&d, NULL), 0);
+    int at_start = count_lines(d.log_path, "renew it before then");
+    assert_true(at_start >= 1);
+    /* Two more checks, a second apart, each warning again (a check, not a wait: polled with a deadline). */
+    int64_t deadline = itest_now_ms() + 15000;
+    while (count_lines(d.log_path, "renew it before then") < at_start + 2 && itest_now_ms() < deadline)
+        poll(NULL, 0, 100);
+    assert_true(count_lines(d.log_path, "renew it before then") >= at_start + 2);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
 int main(void) {
     srand((unsigned)getpid() ^ (unsigned)itest_now_ms());
     const struct CMUnitTest tests[] = {
@@ -481,6 +509,7 @@ int main(void) {
         cmocka_unit_test(test_reload_bad_material_is_refused_and_the_old_certificate_keeps_delivering),
         cmocka_unit_test(test_reload_sighup_reloads_unchanged_material_and_is_the_only_trigger_without_watch),
         cmocka_unit_test(test_reload_kubernetes_secret_swap_reloads_and_logs_no_secret),
+        cmocka_unit_test(test_reload_material_is_checked_again_while_running),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

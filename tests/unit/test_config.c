@@ -42,6 +42,7 @@ static const char *const g_keys[] = {
     "tls.crl",
     "tls.pins",
     "tls.expiry.warn_days",
+    "tls.expiry.check_interval_s",
     "tls.watch",
     "tls.watch_debounce_ms",
     "message.max_bytes",

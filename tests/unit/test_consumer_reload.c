@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -119,6 +120,9 @@ static void on_error(pb_err_t code, const char *cause, const pb_message_t *m, vo
     }
 }
 
+/* Set by a test for its next consumer() only: two more settings. */
+static const char *g_more[2][2];
+
 static pb_consumer_t *consumer(seen_t *s, const char *extra_key, const char *extra_value) {
     char err[1024];
     const char *kv[][2] = {
@@ -136,6 +140,9 @@ static pb_consumer_t *consumer(seen_t *s, const char *extra_key, const char *ext
     assert_non_null(conf);
     for (size_t i = 0; i < sizeof kv / sizeof kv[0] && kv[i][0]; i++)
         if (pb_config_set(conf, kv[i][0], kv[i][1], err, sizeof err) != PB_OK) fail_msg("%s", err);
+    for (size_t i = 0; i < 2 && g_more[i][0]; i++)
+        if (pb_config_set(conf, g_more[i][0], g_more[i][1], err, sizeof err) != PB_OK) fail_msg("%s", err);
+    memset(g_more, 0, sizeof g_more);
     assert_int_equal(pb_config_set_log_fn(conf, on_log, NULL), PB_OK);
     memset(s, 0, sizeof *s);
     pb_consumer_t *c = pb_consumer_new(conf, on_prediction, on_error, s, err, sizeof err);
@@ -336,6 +343,50 @@ static void test_reload_watch_reloads_renamed_files_and_reports_bad_ones_to_on_e
 }
 
 /* Last: everything the runs above logged or put into errstr and on_error. */
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int log_count(const char *needle) {
+    FILE *f = fopen(g_log, "r");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+/* Polls c until log_count(needle) >= want or 10 s passed. */
+static void poll_for_log(pb_consumer_t *c, const char *needle, int want) {
+    int64_t deadline = now_ms() + 10000;
+    while (log_count(needle) < want && now_ms() < deadline) assert_int_equal(pb_consumer_poll(c, 100), PB_OK);
+    if (log_count(needle) < want) fail_msg("'%s' logged %d times, wanted %d", needle, log_count(needle), want);
+}
+
+static void test_reload_material_is_checked_again_while_polling(void **state) {
+    (void)state;
+    const char *soon = "renew it before then";
+    g_more[0][0] = "tls.expiry.warn_days", g_more[0][1] = "3650"; /* every test certificate is "soon" */
+    g_more[1][0] = "tls.expiry.check_interval_s", g_more[1][1] = "1";
+    seen_t s;
+    int before = log_count(soon);
+    pb_consumer_t *c = consumer(&s, NULL, NULL);
+    assert_true(log_count(soon) > before); /* at creation */
+    poll_for_log(c, soon, log_count(soon) + 2); /* and again, each second */
+    assert_int_equal(s.certificate_errors, 0);
+    /* The files on disk expire (no reload: the running connection keeps its material): on_error hears. */
+    install("expired-client");
+    int64_t deadline = now_ms() + 10000;
+    while (s.certificate_errors == 0 && now_ms() < deadline) assert_int_equal(pb_consumer_poll(c, 100), PB_OK);
+    assert_true(s.certificate_errors >= 1);
+    assert_non_null(strstr(s.last_cause, "periodic check"));
+    assert_non_null(strstr(s.last_cause, "expired"));
+    install("predbridge-consumer");
+    finish(c);
+}
+
 static void test_reload_logs_and_errors_hold_no_key_material(void **state) {
     (void)state;
     FILE *f = fopen(g_log, "r");
@@ -370,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_reload_good_material_replaces_the_connection_and_is_counted),
         cmocka_unit_test(test_reload_inside_a_callback_or_after_close_is_state_error),
         cmocka_unit_test(test_reload_watch_reloads_renamed_files_and_reports_bad_ones_to_on_error),
+        cmocka_unit_test(test_reload_material_is_checked_again_while_polling),
         cmocka_unit_test(test_reload_logs_and_errors_hold_no_key_material),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
