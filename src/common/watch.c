@@ -197,6 +197,14 @@ int pbwatch_handle(pbwatch_t *w, uint32_t *changed, char *errstr, size_t errstr_
     return 1;
 }
 
+void pbwatch_describe(uint32_t changed, const char *const *names, size_t n, char *out, size_t size) {
+    size_t used = 0;
+    if (size) out[0] = '\0';
+    for (size_t i = 0; i < n && i < 32 && used < size; i++)
+        if (changed & (1u << i)) used += (size_t)snprintf(out + used, size - used, "%s%s", used ? ", " : "", names[i]);
+    if (used < size) snprintf(out + used, size - used, " changed");
+}
+
 void pbwatch_free(pbwatch_t *w) {
     if (!w) return;
     if (w->epfd >= 0) close(w->epfd);

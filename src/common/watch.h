@@ -46,6 +46,9 @@ int pbwatch_fd(const pbwatch_t *w);
 __attribute__((warn_unused_result)) int pbwatch_handle(pbwatch_t *w, uint32_t *changed, char *errstr,
                                                        size_t errstr_size);
 
+/* "tls.cert, tls.key changed": names[i] for each bit i of changed (n names), into out. */
+void pbwatch_describe(uint32_t changed, const char *const *names, size_t n, char *out, size_t size);
+
 void pbwatch_free(pbwatch_t *w);
 
 #endif

@@ -546,11 +546,7 @@ static void serve_watch(pbd_producer_t *p) {
         return;
     }
     if (rc == 0) return;
-    size_t used = 0;
-    for (int i = 0; i < N_TLS_FILES && used < sizeof trigger; i++)
-        if (changed & (1u << i))
-            used += (size_t)snprintf(trigger + used, sizeof trigger - used, "%s%s", used ? ", " : "", tls_file_keys[i]);
-    if (used < sizeof trigger) snprintf(trigger + used, sizeof trigger - used, " changed");
+    pbwatch_describe(changed, tls_file_keys, N_TLS_FILES, trigger, sizeof trigger);
     pbd_producer_reload(p, trigger);
 }
 

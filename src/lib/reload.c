@@ -152,12 +152,7 @@ void pbc_watch_serve(pb_consumer_t *c, int ready) {
         return;
     }
     if (rc == 0) return;
-    size_t used = 0;
-    for (size_t i = 0; i < PBC_TLS_FILES && used < sizeof trigger; i++)
-        if (changed & (1u << i))
-            used += (size_t)snprintf(trigger + used, sizeof trigger - used, "%s%s", used ? ", " : "",
-                                     pbc_tls_keys[i]);
-    if (used < sizeof trigger) snprintf(trigger + used, sizeof trigger - used, " changed");
+    pbwatch_describe(changed, pbc_tls_keys, PBC_TLS_FILES, trigger, sizeof trigger);
     pb_err_t code = pbc_reload(c, trigger, err, sizeof err);
     if (code == PB_OK || !c->on_error) return;
     /* Nobody called for this reload: on_error is how the application hears of its failure. */

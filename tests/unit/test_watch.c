@@ -240,6 +240,18 @@ static void test_watch_missing_directory_fails_naming_the_path(void **state) {
     assert_non_null(strstr(err, "No such file"));
 }
 
+static void test_watch_describe_names_the_changed_files(void **state) {
+    (void)state;
+    static const char *const names[] = {"tls.ca", "tls.cert", "tls.key"};
+    char out[64];
+    pbwatch_describe(0x6, names, 3, out, sizeof out);
+    assert_string_equal(out, "tls.cert, tls.key changed");
+    pbwatch_describe(0x1, names, 3, out, sizeof out);
+    assert_string_equal(out, "tls.ca changed");
+    pbwatch_describe(0x7, names, 3, out, 12); /* cut short, still terminated */
+    assert_int_equal(strlen(out), 11);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_watch_rename_over_file_reports_that_file_once, setup, teardown),
@@ -252,6 +264,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch_other_files_in_the_directory_are_not_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watch_missing_directory_fails_naming_the_path, setup, teardown),
+        cmocka_unit_test(test_watch_describe_names_the_changed_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
