@@ -67,11 +67,19 @@ running() {
 
 port_in_use() { [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 
+# A port no TCP socket uses in any state, below the kernel's ephemeral range (where an outgoing
+# connection could take it between this check and the broker's bind: a CI run failed on that).
 free_port() {
-  local p i
+  local p i lo=20000 hi=32767 eph
+  eph=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$eph" -gt "$((lo + 1000))" ] && hi=$((eph - 1))
   for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
-    port_in_use "$p" || { case " ${taken:-} " in *" $p "*) continue ;; esac; taken="${taken:-} $p"; echo "$p"; return; }
+    p=$(( lo + RANDOM % (hi - lo) ))
+    [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ] || continue
+    case " ${taken:-} " in *" $p "*) continue ;; esac
+    taken="${taken:-} $p"
+    echo "$p"
+    return
   done
   die "no free port found"
 }
