@@ -418,7 +418,7 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
     counter(f, "predbridge_socket_refused_peers_total", "Connections refused by the peer-credential policy.",
             LOAD(m->refused_peers));
     counter(f, "predbridge_reading_paused_total",
-            "Times reading stopped because the spool was full.", LOAD(m->pauses));
+            "Times reading paused: the spool full, or too many delivered-mode records waiting.", LOAD(m->pauses));
     labelled(f, "predbridge_tls_handshake_failures_total",
              "TLS handshakes with a broker that failed, by cause.", "cause", tls_names, m->tls_failures,
              PBM_TLS_N);
@@ -430,7 +430,7 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
              "Reloads of the TLS files (SIGHUP or a change on disk), by result; failed keeps the old material.",
              "result", reload_names, m->tls_reloads, 2);
     gauge(f, "predbridge_ready", "1 if a broker connection is up with TLS and our certificate accepted.",
-          atomic_load(&m->ready));
+          atomic_load(&m->ready) && !atomic_load(&m->spool_full));
     long long client = LOAD(m->client_not_after), ca = LOAD(m->ca_not_after);
     if (client || ca) {
         head(f, "predbridge_tls_certificate_expiry_timestamp_seconds", "gauge",
