@@ -1,6 +1,7 @@
 /* http.c: predbridged's loopback HTTP endpoint on libmicrohttpd's internal thread (see http.h). */
 #include "http.h"
 
+#include "common/clock.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -17,12 +18,6 @@ struct pbd_http {
     pbm_metrics_t *metrics;
     int port;
 };
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, char *body, size_t len,
                                const char *content_type) {
@@ -70,7 +65,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return respond(conn, MHD_HTTP_OK, text, len, "text/plain; version=0.0.4; charset=utf-8");
     }
     if (!strcmp(url, "/healthz")) {
-        int ok = pbm_healthy(h->metrics, mono_ms(), why, sizeof why);
+        int ok = pbm_healthy(h->metrics, pbclock_mono_ms(), why, sizeof why);
         return respond_text(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, why);
     }
     if (!strcmp(url, "/readyz")) {

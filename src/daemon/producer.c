@@ -2,6 +2,7 @@
 #include "producer.h"
 #include "producer_test.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/watch.h"
@@ -175,7 +176,6 @@ void pbd_producer_set_metrics(pbd_producer_t *p, pbm_metrics_t *m) {
 
 #define REPEAT_LOG_MS 60000
 
-static int64_t mono_ms(void);
 
 /* One failure reads differently depending on where librdkafka saw it ("SSL handshake failed: X" or
  * just X, with or without OpenSSL's source location "../ssl/...:1602:fn "): compare without those. */
@@ -212,7 +212,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     same_failure_key(cause, key, sizeof key);
     if (!strcmp(key, in->last_cause)) {
         in->suppressed++;
-        int64_t now = mono_ms();
+        int64_t now = pbclock_mono_ms();
         if (now - in->last_logged_ms >= REPEAT_LOG_MS) {
             /* An outage that lasts: say so now and then, never once per retry. */
             PBLOG_W("broker.error", "%sstill failing: %s (%lu repeats in the last %lld s)", who, cause, in->suppressed,
@@ -223,7 +223,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         return;
     }
     snprintf(in->last_cause, sizeof in->last_cause, "%s", key);
-    in->last_logged_ms = mono_ms();
+    in->last_logged_ms = pbclock_mono_ms();
     const char *hint = hint_for(verify[0] ? verify : cause);
     pblog(rd_kafka_fatal_error(in->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s%s: %s%s%s%s%s%s", who,
           rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify, hint ? " (hint: " : "", hint ? hint : "",
@@ -469,10 +469,10 @@ static void retire_drained(pbd_producer_t *p) {
         }
         *link = in->next;
         unsigned generation = in->generation;
-        int64_t start = mono_ms();
+        int64_t start = pbclock_mono_ms();
         instance_free(p, in);
         PBLOG_I("tls.reload", "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
-                generation, (long long)(mono_ms() - start));
+                generation, (long long)(pbclock_mono_ms() - start));
     }
 }
 
@@ -599,21 +599,15 @@ int pbd_producer_in_flight(const pbd_producer_t *p) {
     return n;
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* rd_kafka_flush sends at once (ignoring linger.ms) and serves delivery reports meanwhile. */
 static void instance_flush(pbd_instance_t *in, int64_t deadline) {
-    int64_t left = deadline - mono_ms();
+    int64_t left = deadline - pbclock_mono_ms();
     if (in->in_flight > 0 && left > 0) rd_kafka_flush(in->rk, (int)(left < 100 ? left : 100));
 }
 
 int pbd_producer_flush(pbd_producer_t *p, int timeout_ms) {
-    int64_t deadline = mono_ms() + timeout_ms;
-    while (pbd_producer_in_flight(p) > 0 && mono_ms() < deadline) {
+    int64_t deadline = pbclock_mono_ms() + timeout_ms;
+    while (pbd_producer_in_flight(p) > 0 && pbclock_mono_ms() < deadline) {
         instance_flush(p->cur, deadline);
         for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_flush(in, deadline);
     }

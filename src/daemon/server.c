@@ -2,6 +2,7 @@
  * signals and the producer's delivery reports (see server.h). */
 #include "server.h"
 
+#include "common/clock.h"
 #include "common/frame.h"
 #include "common/log.h"
 #include "common/record.h"
@@ -123,12 +124,6 @@ static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int epoll_set(pbd_server_t *s, int op, int fd, uint32_t events, void *tag) {
@@ -396,7 +391,7 @@ static void pump(pbd_server_t *s) {
         }
         if (s->replay_left && --s->replay_left == 0)
             PBLOG_I("spool.replayed", "every record recovered from the spool was handed to the producer in %lld ms",
-                    (long long)(mono_ms() - s->replay_started_ms));
+                    (long long)(pbclock_mono_ms() - s->replay_started_ms));
     }
 }
 
@@ -797,7 +792,7 @@ static int open_spool(pbd_server_t *s, char *errstr, size_t errstr_size) {
                 (unsigned long long)rec.records, (unsigned long long)rec.segments, (unsigned long long)rec.torn_bytes,
                 (unsigned long long)rec.corrupt, (long long)rec.elapsed_ms);
     s->replay_left = rec.records;
-    s->replay_started_ms = mono_ms();
+    s->replay_started_ms = pbclock_mono_ms();
     pbm_replaying(s->metrics, rec.records);
     publish_spool(s);
     int fd = pbsp_event_fd(s->spool);
@@ -860,7 +855,7 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
         goto fail;
     }
     s->accepting = 1;
-    s->next_material_check_ms = mono_ms() + (int64_t)cfg->tls_check_interval_s * 1000; /* checked at start */
+    s->next_material_check_ms = pbclock_mono_ms() + (int64_t)cfg->tls_check_interval_s * 1000; /* checked at start */
     return s;
 fail:
     pbd_server_free(s);
@@ -917,8 +912,8 @@ static void on_tick(pbd_server_t *s) {
     uint64_t ticks;
     (void)!read(s->timer_fd, &ticks, sizeof ticks);
     pbsp_tick(s->spool);
-    if (mono_ms() >= s->next_material_check_ms) {
-        s->next_material_check_ms = mono_ms() + (int64_t)s->cfg->tls_check_interval_s * 1000;
+    if (pbclock_mono_ms() >= s->next_material_check_ms) {
+        s->next_material_check_ms = pbclock_mono_ms() + (int64_t)s->cfg->tls_check_interval_s * 1000;
         (void)pbd_producer_check_material(s->producer); /* logs; the running material stays in use */
     }
     pump(s);
@@ -946,9 +941,9 @@ static void shutdown_drain(pbd_server_t *s) {
     spool_commit(s);
     PBLOG_I("shutdown", "stopping: %d records in flight, waiting up to %d ms for delivery",
             pbd_producer_in_flight(s->producer), s->cfg->flush_timeout_ms);
-    int64_t deadline = mono_ms() + s->cfg->flush_timeout_ms;
-    while ((pbd_producer_in_flight(s->producer) > 0 || held_up(s)) && mono_ms() < deadline) {
-        int64_t left = deadline - mono_ms();
+    int64_t deadline = pbclock_mono_ms() + s->cfg->flush_timeout_ms;
+    while ((pbd_producer_in_flight(s->producer) > 0 || held_up(s)) && pbclock_mono_ms() < deadline) {
+        int64_t left = deadline - pbclock_mono_ms();
         /* Blocks up to 100 ms serving delivery reports; then held-up lines get queued and
          * writers in ack mode get their replies (best effort: we no longer wait for EPOLLOUT). */
         pbd_producer_flush(s->producer, (int)(left < 100 ? left : 100));
@@ -956,7 +951,7 @@ static void shutdown_drain(pbd_server_t *s) {
         if (s->spool_dirty) spool_commit(s);
         if (pbsp_event_fd(s->spool) >= 0) pbsp_serve(s->spool);
         settle_waiting(s);
-        pbm_heartbeat(s->metrics, mono_ms());
+        pbm_heartbeat(s->metrics, pbclock_mono_ms());
     }
     unsigned long held = 0;
     for (conn_t *c = s->conns; c; c = c->next) held += (unsigned long)c->has_pending;
@@ -978,7 +973,7 @@ int pbd_server_run(pbd_server_t *s) {
     PBLOG_I("start", "listening on %s (mode %04o), publishing to topic '%s' at %s", s->cfg->socket_path,
             s->cfg->socket_mode, s->cfg->topic, s->cfg->bootstrap_servers);
     struct epoll_event ev[64];
-    pbm_heartbeat(s->metrics, mono_ms());
+    pbm_heartbeat(s->metrics, pbclock_mono_ms());
     while (!s->stopping) {
         int n = epoll_wait(s->epfd, ev, 64, -1);
         if (n < 0) {
@@ -986,7 +981,7 @@ int pbd_server_run(pbd_server_t *s) {
             PBLOG_E("epoll", "epoll_wait: %s", strerror(errno));
             return 1;
         }
-        pbm_heartbeat(s->metrics, mono_ms());
+        pbm_heartbeat(s->metrics, pbclock_mono_ms());
         int producer_ready = 0;
         for (int i = 0; i < n && !s->stopping; i++) {
             void *tag = ev[i].data.ptr;

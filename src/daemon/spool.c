@@ -2,6 +2,7 @@
  * spool.h for the format and what each fsync policy guarantees). */
 #include "spool.h"
 
+#include "common/clock.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -334,12 +335,6 @@ static seg_t *seg_of(const pbsp_t *sp, uint64_t seq) {
 
 /* ---- group commit ---- */
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void *syncer_main(void *arg) {
     syncer_t *y = arg;
     int64_t last = 0;
@@ -349,7 +344,7 @@ static void *syncer_main(void *arg) {
             pthread_cond_wait(&y->cv, &y->mu);
             continue;
         }
-        int64_t now = mono_ms();
+        int64_t now = pbclock_mono_ms();
         if (now < last + y->interval_ms) {
             int64_t wake = last + y->interval_ms;
             struct timespec ts;
@@ -366,7 +361,7 @@ static void *syncer_main(void *arg) {
         pthread_mutex_unlock(&y->mu);
         int r = fdatasync(fd);
         int e = errno;
-        last = mono_ms();
+        last = pbclock_mono_ms();
         pthread_mutex_lock(&y->mu);
         y->busy = 0;
         if (r == 0) {
@@ -1060,7 +1055,7 @@ static int lock_dir(pbsp_t *sp, char *errstr, size_t errstr_size) {
 
 pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, size_t errstr_size) {
     pthread_once(&crc_once, crc_init);
-    int64_t t0 = mono_ms();
+    int64_t t0 = pbclock_mono_ms();
     memset(rec, 0, sizeof *rec);
     pbsp_t *sp = calloc(1, sizeof *sp);
     if (!sp || !(sp->dir = strdup(o->dir))) {
@@ -1108,7 +1103,7 @@ pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, s
         }
         y->started = 1;
     }
-    rec->elapsed_ms = mono_ms() - t0;
+    rec->elapsed_ms = pbclock_mono_ms() - t0;
     return sp;
 fail:
     pbsp_close(sp);

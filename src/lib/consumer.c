@@ -1,6 +1,7 @@
 /* consumer.c: pb_consumer_t: a librdkafka consumer behind predbridge's TLS policy, with
  * at-least-once offsets, ordered retries and error reporting through callbacks. */
 #include "consumer_internal.h"
+#include "common/clock.h"
 
 #include "common/record.h"
 
@@ -32,12 +33,6 @@ typedef struct pbc_retry {
 } pbc_retry_t;
 
 PBTLS_OPAQUE_HEAD_CHECK(pbc_conn_t, tls);
-
-int64_t pbc_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void pbc_report(pb_consumer_t *c, pb_err_t code, const char *cause, const pb_message_t *msg) {
     int auth = code == PB_ERR_AUTHENTICATION || code == PB_ERR_AUTHORIZATION;
@@ -353,8 +348,8 @@ pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_pred
     c->opaque = opaque;
     c->log = (pblib_log_t){.fn = conf->log_fn, .opaque = conf->log_opaque, .level = c->cfg.log_level,
                            .format = c->cfg.log_format};
-    c->next_commit_ms = pbc_now_ms() + c->cfg.commit_interval_ms;
-    c->material_check_ms = pbc_now_ms() + (int64_t)c->cfg.tls_check_interval_s * 1000; /* checked at creation */
+    c->next_commit_ms = pbclock_mono_ms() + c->cfg.commit_interval_ms;
+    c->material_check_ms = pbclock_mono_ms() + (int64_t)c->cfg.tls_check_interval_s * 1000; /* checked at creation */
     if (c->cfg.dedup_window > 0 && !(c->dedup = pbdedup_new((size_t)c->cfg.dedup_window))) goto fail_nomem;
     c->queue_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -403,7 +398,7 @@ static void pbc_retry_start(pb_consumer_t *c, const rd_kafka_message_t *m, const
     c->retries = r;
     c->retries[c->n_retries++] =
         (pbc_retry_t){.topic = name, .partition = m->partition, .offset = m->offset,
-                      .resume_at_ms = pbc_now_ms() + c->cfg.retry_backoff_ms};
+                      .resume_at_ms = pbclock_mono_ms() + c->cfg.retry_backoff_ms};
     rd_kafka_pause_partitions(c->conn->rk, l);
     rd_kafka_error_t *err = rd_kafka_seek_partitions(c->conn->rk, l, -1);
     if (err) {
@@ -415,7 +410,7 @@ static void pbc_retry_start(pb_consumer_t *c, const rd_kafka_message_t *m, const
 
 /* Resumes partitions whose backoff is over; returns ms until the next one is due, or -1 if none. */
 static int pbc_retry_resume_due(pb_consumer_t *c) {
-    int64_t now = pbc_now_ms(), next = -1;
+    int64_t now = pbclock_mono_ms(), next = -1;
     for (size_t i = 0; i < c->n_retries; i++) {
         pbc_retry_t *r = &c->retries[i];
         if (r->resumed) continue;
@@ -601,7 +596,7 @@ static int pbc_drain(pb_consumer_t *c) {
 /* Commits stored offsets when the interval is over (asynchronously: a failure is retried next time
  * and the final commit in close is synchronous). Returns ms until the next commit is due. */
 static int pbc_commit_due(pb_consumer_t *c) {
-    int64_t now = pbc_now_ms();
+    int64_t now = pbclock_mono_ms();
     if (now >= c->next_commit_ms) {
         rd_kafka_commit(c->conn->rk, NULL, 1);
         c->next_commit_ms = now + c->cfg.commit_interval_ms;
@@ -610,7 +605,7 @@ static int pbc_commit_due(pb_consumer_t *c) {
 }
 
 static pb_err_t pbc_poll(pb_consumer_t *c, int timeout_ms) {
-    int64_t deadline = timeout_ms < 0 ? -1 : pbc_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : pbclock_mono_ms() + timeout_ms;
     int watch_ready = 0;
     for (;;) {
         if (atomic_load(&c->stopped)) return PB_ERR_STOPPED;
@@ -621,7 +616,7 @@ static pb_err_t pbc_poll(pb_consumer_t *c, int timeout_ms) {
         if (due < 0 || commit < due) due = commit;
         int wait = -1;
         if (deadline >= 0) {
-            int64_t left = deadline - pbc_now_ms();
+            int64_t left = deadline - pbclock_mono_ms();
             if (left <= 0) return PB_OK;
             wait = (int)left;
         }

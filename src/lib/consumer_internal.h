@@ -44,8 +44,6 @@ struct pb_consumer {
     pblib_log_t log;
 };
 
-int64_t pbc_now_ms(void);
-
 /* A librdkafka consumer for c->cfg with the TLS files as they are now, not yet subscribed and not yet
  * waking queue_fd. Returns NULL with *code (PB_ERR_NOMEM, PB_ERR_CERTIFICATE, PB_ERR_CONFIG) and errstr. */
 pbc_conn_t *pbc_conn_new(pb_consumer_t *c, pb_err_t *code, char *errstr, size_t errstr_size);

@@ -1,6 +1,7 @@
 /* reload.c: a consumer's move to new TLS material (pb_consumer_reload_tls, and tls.watch): check the
  * files, commit, leave the group, join again with a new librdkafka consumer. */
 #include "consumer_internal.h"
+#include "common/clock.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -48,7 +49,7 @@ static pb_err_t pbc_reload(pb_consumer_t *c, const char *trigger, char *errstr, 
     pbtls_cert_info_t info;
     pb_err_t code;
     char why[512], until[32];
-    int64_t start = pbc_now_ms();
+    int64_t start = pbclock_mono_ms();
     pbc_conn_t *fresh = pbc_conn_checked(c, &info, &code, errstr, errstr_size);
     if (!fresh) {
         pbstats_add(&c->stats, PB_STAT_TLS_RELOAD_FAILURES);
@@ -81,7 +82,7 @@ static pb_err_t pbc_reload(pb_consumer_t *c, const char *trigger, char *errstr, 
     struct tm tm;
     gmtime_r(&info.not_after, &tm);
     strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    pblog_field_t f[] = {{.key = "ms", .num = pbc_now_ms() - start}};
+    pblog_field_t f[] = {{.key = "ms", .num = pbclock_mono_ms() - start}};
     pblib_log(&c->log, PBLOG_INFO, "tls.reload", f, 1,
               "reloaded the TLS material (%s): client certificate CN=%s serial %s valid until %s; "
               "left group %s with the processed offsets committed, joining it again with the new material",
@@ -122,7 +123,7 @@ int pbc_watch_fd(const pb_consumer_t *c) {
 }
 
 void pbc_material_periodic(pb_consumer_t *c) {
-    int64_t now = pbc_now_ms();
+    int64_t now = pbclock_mono_ms();
     if (now < c->material_check_ms) return;
     c->material_check_ms = now + (int64_t)c->cfg.tls_check_interval_s * 1000;
     pbtls_cert_info_t info;
@@ -135,7 +136,7 @@ void pbc_material_periodic(pb_consumer_t *c) {
 
 void pbc_watch_serve(pb_consumer_t *c, int ready) {
     if (!c->watch) return;
-    int64_t now = pbc_now_ms();
+    int64_t now = pbclock_mono_ms();
     if (!ready && now < c->watch_check_ms) return;
     c->watch_check_ms = now + PBC_WATCH_CHECK_MS;
     char err[512], trigger[256] = "", cause[1400];
