@@ -188,3 +188,22 @@ void pblog(pblog_level_t level, const char *event, const char *fmt, ...) {
     pblogv(level, event, fmt, ap);
     va_end(ap);
 }
+
+int pblog_limit_allow(pblog_limit_t *l, time_t now, unsigned per_sec, unsigned *dropped) {
+    *dropped = 0;
+    if (now != l->sec) {
+        *dropped = l->suppressed;
+        l->sec = now;
+        l->logged = l->suppressed = 0;
+    }
+    if (l->logged < per_sec) {
+        l->logged++;
+        return 1;
+    }
+    l->suppressed++;
+    return 0;
+}
+
+void pblog_warn_to(void *event, const char *message) {
+    pblog(PBLOG_WARN, (const char *)event, "%s", message);
+}

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <time.h>
 
 typedef enum { PBLOG_ERROR = 0, PBLOG_WARN = 1, PBLOG_INFO = 2, PBLOG_DEBUG = 3 } pblog_level_t;
 typedef enum { PBLOG_TEXT = 0, PBLOG_JSON = 1 } pblog_format_t;
@@ -40,6 +41,19 @@ const char *pblog_level_name(pblog_level_t level);
 
 int pblog_level_parse(const char *s, pblog_level_t *out);
 int pblog_format_parse(const char *s, pblog_format_t *out);
+
+/* A callback-shaped sink (e.g. for pbtls_check_material's warnings): logs message as a warning
+ * under the event name ctx points to. */
+void pblog_warn_to(void *event, const char *message);
+
+/* At most `per_sec` lines a second for one kind of event; the rest are counted. Returns 1 when a
+ * line may be logged now. When a new second begins, *dropped gets how many lines the previous one
+ * suppressed (0 if none), for the caller to say so. */
+typedef struct pblog_limit {
+    time_t sec;
+    unsigned logged, suppressed;
+} pblog_limit_t;
+int pblog_limit_allow(pblog_limit_t *l, time_t now, unsigned per_sec, unsigned *dropped);
 
 #define PBLOG_E(ev, ...) pblog(PBLOG_ERROR, ev, __VA_ARGS__)
 #define PBLOG_W(ev, ...) pblog(PBLOG_WARN, ev, __VA_ARGS__)

@@ -33,11 +33,6 @@ static void usage(FILE *f) {
             "files (tls.cert, tls.key, tls.ca, ...) without a restart; so does a change on disk with tls.watch.\n");
 }
 
-static void warn_cb(void *ctx, const char *message) {
-    (void)ctx;
-    PBLOG_W("tls.material", "%s", message);
-}
-
 int main(int argc, char **argv) {
     const char *config_path = NULL;
     int check_only = 0, exit_code = 1;
@@ -114,7 +109,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     pbtls_cert_info_t info;
-    if (pbtls_check_material(&cfg.tls, time(NULL), &info, warn_cb, NULL, errstr, sizeof errstr) != 0) {
+    if (pbtls_check_material(&cfg.tls, time(NULL), &info, pblog_warn_to, (void *)"tls.material", errstr, sizeof errstr) != 0) {
         PBLOG_E("tls.material", "refusing to start: %s", errstr);
         goto out;
     }

@@ -110,11 +110,8 @@ struct pbd_server {
     int timer_fd;           /* 1 s tick: /healthz sees the loop alive; the spool's housekeeping */
     char rbuf[READ_CHUNK];
     /* Rejected-line logging is rate-limited per second. */
-    time_t reject_log_sec;
-    unsigned reject_logged, reject_suppressed;
+    pblog_limit_t reject_log, fail_log; /* at most 10 lines a second each */
     time_t pause_logged;
-    time_t fail_log_sec;
-    unsigned fail_logged, fail_suppressed;
 };
 
 /* epoll tags: the listener and the signal fd use sentinel pointers, connections their conn_t. */
@@ -256,18 +253,12 @@ static void conn_close(pbd_server_t *s, conn_t *c, const char *why) {
 }
 
 static void log_reject(pbd_server_t *s, const conn_t *c, uint64_t seq, const char *reason) {
-    time_t now = time(NULL);
-    if (now != s->reject_log_sec) {
-        if (s->reject_suppressed)
-            PBLOG_W("line.rejected", "%u more rejected lines in the last second were not logged", s->reject_suppressed);
-        s->reject_log_sec = now;
-        s->reject_logged = s->reject_suppressed = 0;
-    }
-    if (s->reject_logged++ < 10)
+    unsigned dropped;
+    int allow = pblog_limit_allow(&s->reject_log, time(NULL), 10, &dropped);
+    if (dropped) PBLOG_W("line.rejected", "%u more rejected lines in the last second were not logged", dropped);
+    if (allow)
         PBLOG_W("line.rejected", "pid %d uid %u line %llu rejected: %s", (int)c->pid, (unsigned)c->uid,
                 (unsigned long long)seq, reason);
-    else
-        s->reject_suppressed++;
 }
 
 static void reject(pbd_server_t *s, conn_t *c, uint64_t seq, const char *reason) {
@@ -304,17 +295,12 @@ static int try_handshake(pbd_server_t *s, conn_t *c, const char *data, size_t le
 
 /* Failed records: at most 10 log lines a second. */
 static void log_failed(pbd_server_t *s, const char *reason) {
-    time_t now = time(NULL);
-    if (now != s->fail_log_sec) {
-        if (s->fail_suppressed) PBLOG_E("record.failed", "%u more failed records were not logged", s->fail_suppressed);
-        s->fail_log_sec = now;
-        s->fail_logged = s->fail_suppressed = 0;
-    }
-    if (s->fail_logged++ < 10)
+    unsigned dropped;
+    int allow = pblog_limit_allow(&s->fail_log, time(NULL), 10, &dropped);
+    if (dropped) PBLOG_E("record.failed", "%u more failed records were not logged", dropped);
+    if (allow)
         PBLOG_E("record.failed", "a record was refused for good and written to %s/failed.ndjson: %s", s->cfg->spool_dir,
                 reason);
-    else
-        s->fail_suppressed++;
 }
 
 /* The record can never be delivered (the broker or librdkafka refused it for good): it leaves the

@@ -191,11 +191,28 @@ static void test_lib_log_redacts_what_follows_a_secret_word(void **state) {
     assert_non_null(strstr(got.line[0], "kafka.log: sasl.password=[redacted] facility=CONF"));
 }
 
+static void test_log_limit_allows_per_second_and_counts_the_rest(void **state) {
+    (void)state;
+    pblog_limit_t l = {0};
+    unsigned dropped, allowed = 0;
+    for (int i = 0; i < 25; i++) {
+        allowed += (unsigned)pblog_limit_allow(&l, 1000, 10, &dropped);
+        assert_int_equal(dropped, 0);
+    }
+    assert_int_equal(allowed, 10);
+    /* The next second reports the 15 dropped ones once, and allows again. */
+    assert_int_equal(pblog_limit_allow(&l, 1001, 10, &dropped), 1);
+    assert_int_equal(dropped, 15);
+    assert_int_equal(pblog_limit_allow(&l, 1001, 10, &dropped), 1);
+    assert_int_equal(dropped, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_log_json_line_has_time_level_event_fields_and_msg),
         cmocka_unit_test(test_log_json_escapes_quotes_controls_and_invalid_utf8),
         cmocka_unit_test(test_log_json_overlong_message_is_cut_and_stays_valid),
+        cmocka_unit_test(test_log_limit_allows_per_second_and_counts_the_rest),
         cmocka_unit_test(test_log_text_line_is_the_daemon_format_with_fields),
         cmocka_unit_test(test_lib_log_filters_by_level_and_hands_lines_without_newline),
         cmocka_unit_test(test_lib_log_kafka_lines_map_syslog_levels_and_name_the_facility),
