@@ -88,6 +88,17 @@ __attribute__((warn_unused_result)) int pbtls_check_material(const pbtls_setting
                                                              void *warn_ctx, char *errstr,
                                                              size_t errstr_size);
 
+/* Checks s's material, creates with create(ctx) something that reads the same files itself (a
+ * librdkafka client: rd_kafka_new loads them), then checks again: if the certificate was replaced in
+ * between, that is destroyed with destroy(ctx, obj) and it tries again (3 times). Returns create's
+ * result with info filled, or NULL with errstr; *material_failed (may be NULL) is 1 when the files,
+ * not create, were at fault. */
+typedef void *(*pbtls_create_fn)(void *ctx, char *errstr, size_t errstr_size);
+typedef void (*pbtls_destroy_fn)(void *ctx, void *obj);
+void *pbtls_create_checked(const pbtls_settings_t *s, pbtls_cert_info_t *info, pbtls_warn_fn warn, void *warn_ctx,
+                           pbtls_create_fn create, pbtls_destroy_fn destroy, void *ctx, int *material_failed,
+                           char *errstr, size_t errstr_size);
+
 /* Loads the client certificate (with any chain that came with it) and private key of s (tls.cert +
  * tls.key, or tls.keystore; passphrases from their files, never a prompt) into an OpenSSL client
  * context, for code that speaks TLS itself (`predbridge check`). Fails when the key does not match

@@ -676,3 +676,25 @@ out:
     ERR_clear_error();
     return rc;
 }
+
+void *pbtls_create_checked(const pbtls_settings_t *s, pbtls_cert_info_t *info, pbtls_warn_fn warn, void *warn_ctx,
+                           pbtls_create_fn create, pbtls_destroy_fn destroy, void *ctx, int *material_failed,
+                           char *errstr, size_t errstr_size) {
+    int dummy;
+    if (!material_failed) material_failed = &dummy;
+    *material_failed = 1;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (pbtls_check_material(s, time(NULL), info, warn, warn_ctx, errstr, errstr_size) != 0) return NULL;
+        *material_failed = 0;
+        void *obj = create(ctx, errstr, errstr_size);
+        if (!obj) return NULL;
+        pbtls_cert_info_t after;
+        if (pbtls_check_material(s, time(NULL), &after, NULL, NULL, errstr, errstr_size) == 0 &&
+            !strcmp(after.sha256_fingerprint, info->sha256_fingerprint))
+            return obj;
+        destroy(ctx, obj);
+        *material_failed = 1;
+    }
+    snprintf(errstr, errstr_size, "the TLS files kept changing while they were loaded");
+    return NULL;
+}

@@ -446,15 +446,10 @@ int pbd_producer_fd(const pbd_producer_t *p) {
     return p->epfd;
 }
 
-static void warn_cb(void *ctx, const char *message) {
-    (void)ctx;
-    PBLOG_W("tls.material", "%s", message);
-}
-
 int pbd_producer_check_material(pbd_producer_t *p) {
     char errstr[1024];
     pbtls_cert_info_t info;
-    if (pbtls_check_material(&p->cfg->tls, time(NULL), &info, warn_cb, NULL, errstr, sizeof errstr) == 0) return 0;
+    if (pbtls_check_material(&p->cfg->tls, time(NULL), &info, pblog_warn_to, (void *)"tls.material", errstr, sizeof errstr) == 0) return 0;
     PBLOG_E("tls.material", "periodic check of the TLS material failed: %s", errstr);
     return -1;
 }
@@ -476,24 +471,19 @@ static void retire_drained(pbd_producer_t *p) {
     }
 }
 
-/* Checks the files, then creates a producer from them. librdkafka reads the files itself, in
- * rd_kafka_new: a second check afterwards makes sure it read the certificate that was checked,
- * not one that was replaced in between (then this tries again). Returns NULL with errstr. */
+static void *instance_create(void *p, char *errstr, size_t errstr_size) {
+    return instance_new(p, errstr, errstr_size);
+}
+
+static void instance_destroy(void *p, void *in) {
+    instance_free(p, in);
+}
+
+/* A producer from the TLS files as they are now, checked before and after librdkafka read them. */
 static pbd_instance_t *instance_from_checked_files(pbd_producer_t *p, pbtls_cert_info_t *info, char *errstr,
                                                    size_t errstr_size) {
-    for (int attempt = 0; attempt < 3; attempt++) {
-        if (pbtls_check_material(&p->cfg->tls, time(NULL), info, warn_cb, NULL, errstr, errstr_size) != 0)
-            return NULL;
-        pbd_instance_t *in = instance_new(p, errstr, errstr_size);
-        if (!in) return NULL;
-        pbtls_cert_info_t after;
-        if (pbtls_check_material(&p->cfg->tls, time(NULL), &after, NULL, NULL, errstr, errstr_size) == 0 &&
-            !strcmp(after.sha256_fingerprint, info->sha256_fingerprint))
-            return in;
-        instance_free(p, in);
-    }
-    snprintf(errstr, errstr_size, "the TLS files kept changing while they were loaded");
-    return NULL;
+    return pbtls_create_checked(&p->cfg->tls, info, pblog_warn_to, (void *)"tls.material", instance_create,
+                                instance_destroy, p, NULL, errstr, errstr_size);
 }
 
 int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {

@@ -23,25 +23,30 @@ static void pbc_material_warn(void *ctx, const char *message) {
     pblib_log(&c->log, PBLOG_WARN, "tls.material", NULL, 0, "%s", message);
 }
 
-/* librdkafka reads the files itself, in rd_kafka_new: the second check makes sure it read the
- * certificate that was checked, not one that was replaced in between (then this tries again). */
+struct conn_create {
+    pb_consumer_t *c;
+    pb_err_t code;
+};
+
+static void *conn_create(void *ctx, char *errstr, size_t errstr_size) {
+    struct conn_create *cc = ctx;
+    return pbc_conn_new(cc->c, &cc->code, errstr, errstr_size);
+}
+
+static void conn_destroy(void *ctx, void *conn) {
+    (void)ctx;
+    pbc_conn_free(conn, 0);
+}
+
+/* A connection from the TLS files as they are now, checked before and after librdkafka read them. */
 pbc_conn_t *pbc_conn_checked(pb_consumer_t *c, pbtls_cert_info_t *info, pb_err_t *code, char *errstr,
                              size_t errstr_size) {
-    for (int attempt = 0; attempt < 3; attempt++) {
-        *code = PB_ERR_CERTIFICATE;
-        if (pbtls_check_material(&c->cfg.tls, time(NULL), info, pbc_material_warn, c, errstr, errstr_size))
-            return NULL;
-        pbc_conn_t *conn = pbc_conn_new(c, code, errstr, errstr_size);
-        if (!conn) return NULL;
-        pbtls_cert_info_t after;
-        if (pbtls_check_material(&c->cfg.tls, time(NULL), &after, NULL, NULL, errstr, errstr_size) == 0 &&
-            !strcmp(after.sha256_fingerprint, info->sha256_fingerprint))
-            return conn;
-        pbc_conn_free(conn, 0);
-    }
-    *code = PB_ERR_CERTIFICATE;
-    snprintf(errstr, errstr_size, "the TLS files kept changing while they were loaded");
-    return NULL;
+    struct conn_create cc = {c, PB_OK};
+    int material_failed;
+    pbc_conn_t *conn = pbtls_create_checked(&c->cfg.tls, info, pbc_material_warn, c, conn_create, conn_destroy, &cc,
+                                            &material_failed, errstr, errstr_size);
+    *code = material_failed ? PB_ERR_CERTIFICATE : cc.code;
+    return conn;
 }
 
 /* Replaces c's connection by one made with the files as they are now. On failure nothing changes. */
