@@ -143,6 +143,11 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# No time-based retention: tests produce records with fixed timestamps from years ago, which the
+# default 7 days would let the retention check delete between produce and consume. The check runs
+# every second, so that a broker which deletes them fails it_rig at once rather than now and then.
+log.retention.ms=-1
+log.retention.check.interval.ms=1000
 ssl.endpoint.identification.algorithm=https
 # Principals are the certificate's CN; no ACL means no access.
 ssl.principal.mapping.rules=RULE:^.*CN=([^,]+).*$/\$1/,DEFAULT

@@ -164,11 +164,27 @@ static uint64_t stat(const run_t *r, pb_stat_t which) {
     return stat_of(r->c, which);
 }
 
+/* For whoever reads a failure: the consumer's counters, partitions, errors and last log lines. */
+static void report_state(run_t *r) {
+    pb_stats_t *st = pb_consumer_stats(r->c);
+    fprintf(stderr, "  received %llu, delivered %llu, tls failures %llu, %zu partition(s) assigned\n",
+            (unsigned long long)pb_stats_get(st, PB_STAT_RECEIVED),
+            (unsigned long long)pb_stats_get(st, PB_STAT_DELIVERED),
+            (unsigned long long)pb_stats_get(st, PB_STAT_TLS_FAILURES), pb_stats_partition_count(st));
+    pb_stats_destroy(st);
+    for (int i = 0; i < r->sink.n_errs; i++)
+        fprintf(stderr, "  on_error %s: %s\n", pb_err_name(r->sink.errs[i].code), r->sink.errs[i].cause);
+    itest_system("tail -n 40 '%s' | sed 's/^/  log: /' >&2", r->log_path);
+}
+
 /* Polls until `want` records were delivered in all; fails at the deadline. */
 static void poll_until_delivered(run_t *r, int want) {
     int64_t deadline = itest_now_ms() + WAIT_MS;
     while (r->delivered < want) {
-        if (itest_now_ms() >= deadline) fail_msg("delivered %d of %d records", r->delivered, want);
+        if (itest_now_ms() >= deadline) {
+            report_state(r);
+            fail_msg("delivered %d of %d records", r->delivered, want);
+        }
         pb_err_t rc = pb_consumer_poll(r->c, 200);
         assert_int_equal(rc, PB_OK);
     }
