@@ -252,8 +252,8 @@ static void test_consumer_json_log_lines_parse_name_their_events_and_hold_no_sec
 /* ---- predbridge tail --stats --log ---- */
 
 static json_t *stats_line(const char *text) {
-    char buf[16384];
-    snprintf(buf, sizeof buf, "%s", text);
+    static char buf[65536];
+    snprintf(buf, sizeof buf, "%.*s", (int)sizeof buf - 1, text);
     for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         json_t *o = json_loads(line, 0, NULL);
         if (json_object_get(o, "partitions") && !json_object_get(o, "event")) return o; /* not a log line */

@@ -224,7 +224,7 @@ static void test_spool_kill9_at_random_moments_loses_no_acknowledged_record(void
     itest_create_topic("predictions-it-spool-kill", 1, topic, sizeof topic);
     itest_daemon_t d;
     itest_daemon_config(&d, topic, NULL); /* one spool directory for every trial */
-    stream_t *streams[64];
+    stream_t *streams[64] = {0};
     assert_true(trials <= 64);
     int recovered_logs = 0;
     for (int t = 0; t < trials; t++) {

@@ -77,7 +77,7 @@ static void *expect_next(pbsp_t *sp, int i) {
     pbd_record_t r;
     void *ref;
     uint64_t seq;
-    char err[256], want[64], id[32];
+    char err[256], want[96], id[32];
     assert_int_equal(pbsp_peek(sp, &r, &ref, &seq, err, sizeof err), 1);
     snprintf(want, sizeof want, "{\"i\":%d,\"pad\":\"%040d\"}", i, i);
     snprintf(id, sizeof id, "id-%d", i);
@@ -238,7 +238,7 @@ static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
     pbsp_tick(sp);
     pbsp_get_usage(sp, &u);
     assert_int_equal(u.bytes, 24); /* the header */
-    char seg[256];
+    char seg[600];
     segment_path(f->dir, seg, sizeof seg);
     struct stat st;
     assert_int_equal(stat(seg, &st), 0);
@@ -259,7 +259,7 @@ static void spool_of_five(fixture_t *f, char *seg, size_t size) {
 
 static void test_spool_cuts_a_torn_tail(void **state) {
     fixture_t *f = *state;
-    char seg[256];
+    char seg[600];
     spool_of_five(f, seg, sizeof seg);
     pbsp_t *sp;
     struct stat st;
@@ -288,7 +288,7 @@ static void test_spool_cuts_a_torn_tail(void **state) {
 
 static void test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest(void **state) {
     fixture_t *f = *state;
-    char seg[256];
+    char seg[600];
     spool_of_five(f, seg, sizeof seg);
     pbsp_t *sp;
     /* Flip one byte inside record 2's value. */
