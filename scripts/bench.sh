@@ -280,7 +280,8 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
     cmd=(kcat -P -b "$PB_BOOTSTRAP" -t "$topic" -X security.protocol=ssl -X ssl.ca.location="$C/ca.crt"
          -X ssl.certificate.location="$C/predbridged.crt" -X ssl.key.location="$C/predbridged.key"
          -X ssl.endpoint.identification.algorithm=https -X enable.ssl.certificate.verification=true
-         -X acks=all -X enable.idempotence=true -X compression.codec=lz4 -X linger.ms=5 -X message.timeout.ms=0)
+         -X acks=all -X enable.idempotence=true -X compression.codec=lz4 -X linger.ms=5 -X message.timeout.ms=0
+         -X socket.nagle.disable=true)
   fi
   start_consumer "$topic" "$n" "$warm" 300
   timeout --kill-after=5 250 "${gen[@]}" 2>>"$tmp/loadgen.log" \
@@ -365,7 +366,7 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
   echo "machine: $(nproc) CPUs ($cpu_model), $mem RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "librdkafka $(pkg-config --modversion rdkafka), Kafka $kafka_version (single KRaft node on loopback," \
        "mTLS TLS 1.3), kcat $kcat_version"
-  echo "producer settings everywhere: acks=all, enable.idempotence, lz4, linger.ms=5; predbridged: $PB_BENCH_WRITERS writer connections"
+  echo "producer settings everywhere: acks=all, enable.idempotence, lz4, linger.ms=5, socket.nagle.disable; predbridged: $PB_BENCH_WRITERS writer connections"
   echo "throughput: measured predictions / (last arrival - first arrival) at the consumer; latency: arrival - sent_ns"
   echo "(the first 5 % of each run, or the first second when paced, is warm-up: delivered, not measured)"
   echo

@@ -876,6 +876,10 @@ void pbd_config_write_reference(FILE *f) {
     fputs("| `kafka.<property>` | (unset) | Any other librdkafka property, checked by librdkafka at startup. "
           "Refused: security.protocol, ssl.\\*, sasl.\\*, certificate and host-name verification, "
           "bootstrap.servers, acks and idempotence, plugins, test.\\* (mock brokers), and properties with a key of their own "
-          "(linger.ms, compression.codec). |\n",
+          "(linger.ms, compression.codec). Defaults it may change: predbridged bounds librdkafka's queue "
+          "(`queue.buffering.max.messages=10000`, `queue.buffering.max.kbytes=4096`); both predbridged and "
+          "libpredbridge set `socket.nagle.disable=true` (TCP_NODELAY, as Kafka's own clients do: with Nagle's "
+          "algorithm small requests wait for the broker's delayed ACK, which at 10,000 predictions/s was most of "
+          "the latency). |\n",
           f);
 }

@@ -196,14 +196,17 @@ static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *e
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    /* Defaults that kafka.* may change: statistics (for the lag in pb_consumer_stats) every 5 s, and
-     * librdkafka's own log filter at ours, so it does not format lines nobody will see. */
+    /* Defaults that kafka.* may change: statistics (for the lag in pb_consumer_stats) every 5 s,
+     * librdkafka's own log filter at ours, so it does not format lines nobody will see, and
+     * TCP_NODELAY, as Kafka's own clients use (with Nagle's algorithm a small request such as a
+     * fetch or a commit can wait for the peer's delayed ACK). */
     const char *log_level = !c->log.fn                    ? "3"
                             : c->log.level >= PBLOG_DEBUG ? "7"
                             : c->log.level == PBLOG_INFO  ? "6"
                                                           : "4";
     if (pbc_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
                 errstr_size) ||
+        pbc_set(conf, "socket.nagle.disable", "true", "setting 'socket.nagle.disable'", errstr, errstr_size) ||
         pbc_set(conf, "log_level", log_level, "setting 'log_level'", errstr, errstr_size))
         goto fail;
     for (size_t i = 0; i < cfg->n_kafka; i++) {

@@ -2,6 +2,7 @@
  * on_prediction with their metadata and in order, commits, redelivery, retries, bad records, refused
  * brokers, clean destruction, and `predbridge tail` end to end. */
 #include "it_consumer_util.h"
+#include "../support/pb_sockets.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -65,6 +66,35 @@ static void test_consumer_delivers_independent_records_with_metadata_in_partitio
     assert_string_equal(s.recs[0].id, "id-after-0");
     assert_int_equal(pb_consumer_close(c, err, sizeof err), PB_OK);
     pb_consumer_destroy(c);
+}
+
+/* The consumer's broker connections have TCP_NODELAY (a fetch or commit does not wait for the
+ * broker's delayed ACK), unless kafka.socket.nagle.disable says otherwise. */
+static void expect_nodelay(const char *topic, const char *extra, int want_on) {
+    char group[128], err[512];
+    static sink_t s;
+    sink_init(&s);
+    unique_group(group, sizeof group, "nodelay");
+    pb_consumer_t *c = new_consumer(topic, group, extra, &s);
+    poll_until(c, &s, 1, PB_OK, 60000);
+    assert_int_equal(s.n, 1);
+    int on, off;
+    pbt_tcp_nodelay_count(itest_env()->bootstrap, &on, &off);
+    if (want_on ? (on == 0 || off != 0) : (off == 0 || on != 0))
+        fail_msg("%s: connections to %s: %d with TCP_NODELAY, %d without", extra ? extra : "default",
+                 itest_env()->bootstrap, on, off);
+    assert_int_equal(pb_consumer_close(c, err, sizeof err), PB_OK);
+    pb_consumer_destroy(c);
+}
+
+static void test_consumer_connections_have_tcp_nodelay_unless_configured(void **state) {
+    (void)state;
+    char topic[256];
+    itest_create_topic("predictions-it-consumer", 1, topic, sizeof topic);
+    const char *values[] = {valid_value(0)};
+    produce(topic, values, NULL, 1, "nodelay", 1700000000000);
+    expect_nodelay(topic, NULL, 1);
+    expect_nodelay(topic, "kafka.socket.nagle.disable=false", 0);
 }
 
 static void test_consumer_destroyed_without_close_redelivers_to_the_group(void **state) {
@@ -399,6 +429,7 @@ static void test_tail_stops_cleanly_on_sigterm_and_exits_zero(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consumer_delivers_independent_records_with_metadata_in_partition_order),
+        cmocka_unit_test(test_consumer_connections_have_tcp_nodelay_unless_configured),
         cmocka_unit_test(test_consumer_destroyed_without_close_redelivers_to_the_group),
         cmocka_unit_test(test_consumer_retry_redelivers_same_message_after_backoff_keeping_order),
         cmocka_unit_test(test_consumer_malformed_records_reported_skipped_and_committed),

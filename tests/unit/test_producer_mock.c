@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "producer_test.h"
 #include "spool.h"
+#include "../support/pb_sockets.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -379,6 +380,33 @@ static void test_producer_requests_a_producer_id_before_producing(void **state) 
         fail_msg("no InitProducerId request reached a broker: the producer is not idempotent");
 }
 
+/* The producer's broker connections have TCP_NODELAY (a predbridged default: with Nagle's algorithm
+ * each small request can wait for the broker's delayed ACK), unless kafka.socket.nagle.disable says
+ * otherwise. */
+static void expect_nodelay(fixture_t *f, int want_on) {
+    warm_up(f);
+    int on, off;
+    pbt_tcp_nodelay_count(f->cfg.bootstrap_servers, &on, &off);
+    if (want_on ? (on == 0 || off != 0) : (off == 0 || on != 0))
+        fail_msg("connections to %s: %d with TCP_NODELAY, %d without", f->cfg.bootstrap_servers, on, off);
+}
+
+static void test_producer_connections_have_tcp_nodelay(void **state) {
+    expect_nodelay(*state, 1);
+}
+
+static void test_producer_nagle_left_on_when_the_pass_through_says_so(void **state) {
+    fixture_t *f = *state;
+    static pbconf_kafka_prop_t props[N_PASS_THROUGH + 1]; /* outlives the test: teardown frees the producer */
+    memcpy(props, f->props, sizeof f->props);
+    props[N_PASS_THROUGH] = (pbconf_kafka_prop_t){
+        .property = "socket.nagle.disable", .value = "false", .file = "test", .line = (int)N_PASS_THROUGH + 1};
+    f->cfg.kafka = props;
+    f->cfg.n_kafka = N_PASS_THROUGH + 1;
+    assert_int_equal(start_producer(f), 0);
+    expect_nodelay(f, 0);
+}
+
 /* A Produce error that retrying cannot fix reaches the callback with a readable reason (server.c
  * then sets the record aside), and records after it are delivered again. After a topic-level error
  * librdkafka refuses new records for the topic at once until its next metadata refresh: those come
@@ -537,6 +565,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_producer_record_over_max_bytes_refused_at_send_with_reason,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_spooled_records_all_retire_after_outage, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_producer_connections_have_tcp_nodelay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_nagle_left_on_when_the_pass_through_says_so, setup_cluster,
                                         teardown),
         cmocka_unit_test(test_producer_plaintext_seam_refuses_non_loopback_brokers),
         cmocka_unit_test_setup_teardown(test_producer_daemon_entry_refuses_config_without_tls_material,
