@@ -424,8 +424,12 @@ static void make_durable(pbsp_t *sp) {
     case PBSP_FSYNC_INTERVAL:
         pthread_mutex_lock(&sp->sync.mu);
         if (sp->sync.want < sp->written_seq) {
+            /* Wake the syncer only from its idle wait. Waiting out the interval, or in fdatasync, it
+             * sees the new target when it looks next; a signal per append (10,000 a second when
+             * writers send lines one by one) only woke it to go back to sleep. */
+            int idle = sp->sync.want <= sp->sync.done && !sp->sync.busy;
             sp->sync.want = sp->written_seq;
-            pthread_cond_signal(&sp->sync.cv);
+            if (idle) pthread_cond_signal(&sp->sync.cv);
         }
         pthread_mutex_unlock(&sp->sync.mu);
         break;
