@@ -880,6 +880,8 @@ void pbd_config_write_reference(FILE *f) {
           "(`queue.buffering.max.messages=10000`, `queue.buffering.max.kbytes=4096`); both predbridged and "
           "libpredbridge set `socket.nagle.disable=true` (TCP_NODELAY, as Kafka's own clients do: with Nagle's "
           "algorithm small requests wait for the broker's delayed ACK, which at 10,000 predictions/s was most of "
-          "the latency). |\n",
+          "the latency); libpredbridge sets `queued.min.messages=10000000`, leaving the pre-fetch bounded by "
+          "`queued.max.messages.kbytes` (librdkafka 2.0 stops fetching for up to a second once its whole queue holds "
+          "100,000 messages, which halved the throughput of an application a little slower than the network). |\n",
           f);
 }

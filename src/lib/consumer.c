@@ -199,7 +199,10 @@ static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *e
     /* Defaults that kafka.* may change: statistics (for the lag in pb_consumer_stats) every 5 s,
      * librdkafka's own log filter at ours, so it does not format lines nobody will see, and
      * TCP_NODELAY, as Kafka's own clients use (with Nagle's algorithm a small request such as a
-     * fetch or a commit can wait for the peer's delayed ACK). */
+     * fetch or a commit can wait for the peer's delayed ACK), and a pre-fetch bound in bytes only
+     * (queued.max.messages.kbytes, 64 MiB): librdkafka 2.0 compares queued.min.messages (100,000)
+     * with the whole consumer queue and then stops fetching for up to a second, so an application
+     * a little slower than the network found the queue empty, and waited, half of the time. */
     const char *log_level = !c->log.fn                    ? "3"
                             : c->log.level >= PBLOG_DEBUG ? "7"
                             : c->log.level == PBLOG_INFO  ? "6"
@@ -207,6 +210,7 @@ static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *e
     if (pbc_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
                 errstr_size) ||
         pbc_set(conf, "socket.nagle.disable", "true", "setting 'socket.nagle.disable'", errstr, errstr_size) ||
+        pbc_set(conf, "queued.min.messages", "10000000", "setting 'queued.min.messages'", errstr, errstr_size) ||
         pbc_set(conf, "log_level", log_level, "setting 'log_level'", errstr, errstr_size))
         goto fail;
     for (size_t i = 0; i < cfg->n_kafka; i++) {
