@@ -35,6 +35,7 @@ PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and t
 length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's).
+PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median).
 USAGE
 }
 
@@ -298,18 +299,38 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
 }
 
 # Consumer throughput: each consumer drains the topic the raw producer filled (all N from offset 0).
+# One run of SOURCE; the result goes to $tmp/drains (rate, CPU s, peak RSS kB, result line).
 run_consume() { # run_consume GROUP SOURCE
   start_consumer "$FILLED_TOPIC" "$FILLED_N" 0 300 "$2"
   finish_consumer 320
   local u s m
   read -r u s m <"$tmp/consumer-time.out" || die "no resource usage from /usr/bin/time for the consumer"
-  # Steady-state rate: records from the first to the last arrival (after the warm-up), so what is
-  # compared is the cost of fetching and dispatching, not connecting or (libpredbridge) joining a
-  # group; the whole drain, start-up included, is in the log line (drain_rate).
-  add_row "$1" "consumer:$2" "$FILLED_SIZE" \
-    "$(sed 's/ drain_rate=[^ ]*//; s/p50_ms=[^ ]*//; s/p99_ms=[^ ]*//; s/p999_ms=[^ ]*//' <<<"$RESULT")" \
-    "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')" "$m"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$2" "$(field rate "$RESULT")" \
+    "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')" "$m" "$RESULT" >>"$tmp/drains"
   say "consumer $2 $1: $RESULT"
+}
+# The drain rates vary from run to run more than the sources differ: each source drains
+# PB_BENCH_DRAIN_RUNS times, the sources taking turns, and the row is the run with the median rate.
+# Steady-state rate: records from the first to the last arrival, so what is compared is the cost of
+# fetching and dispatching, not connecting or (libpredbridge) joining a group; the whole drain,
+# start-up included, is in the log line (drain_rate).
+run_drains() { # run_drains GROUP
+  local runs=${PB_BENCH_DRAIN_RUNS:-3} r source sources
+  sources=$("$bin/pb_benchconsumer" --list-sources)
+  : >"$tmp/drains"
+  for ((r = 1; r <= runs; r++)); do
+    for source in $sources; do run_consume "$1" "$source"; done
+  done
+  for source in $sources; do
+    local line rates
+    rates=$(awk -F'\t' -v s="$source" '$1 == s { printf "%s ", $2 }' "$tmp/drains")
+    line=$(awk -F'\t' -v s="$source" '$1 == s' "$tmp/drains" | sort -t$'\t' -k2,2n | awk -v n="$runs" 'NR == int((n + 1) / 2)')
+    IFS=$'\t' read -r _ _ cpu rss result <<<"$line"
+    add_row "$1" "consumer:$source" "$FILLED_SIZE" \
+      "$(sed 's/ drain_rate=[^ ]*//; s/p50_ms=[^ ]*//; s/p99_ms=[^ ]*//; s/p999_ms=[^ ]*//' <<<"$result")" "$cpu" "$rss"
+    say "consumer $source $1: rates of $runs runs: $rates(median in the table)"
+    echo "drain rates, consumer:$source: $rates" >>"$tmp/drain-rates"
+  done
 }
 
 # scenario GROUP SIZE N ACK RATE: predbridged, then (fire-and-forget only) raw and kcat. The first
@@ -349,7 +370,7 @@ fi
 scenario "300B 10k/s" 300 $((10000 * (rate_secs + 1))) none 10000
 # Consumer throughput (full run only): the topic the first fire-and-forget raw run filled (300 B).
 if [ "$quick" = 0 ] && [ -n "${FILLED_TOPIC:-}" ]; then
-  for source in $("$bin/pb_benchconsumer" --list-sources); do run_consume "300B drain" "$source"; done
+  run_drains "300B drain"
 fi
 
 # ---- report ----
@@ -405,6 +426,8 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
     echo "last record (start-up excluded: see drain_rate in the log); /raw there is libpredbridge / the raw librdkafka"
     echo "consumer that also uses a group (rdkafka-group: subscribe, store each offset after the record, commit);"
     echo "rdkafka assigns partitions without a group. CPU s and RSS MB are the consumer's (elsewhere the producer's)."
+    echo "Each drain row is the median of ${PB_BENCH_DRAIN_RUNS:-3} runs, the sources taking turns:"
+    [ -f "$tmp/drain-rates" ] && cat "$tmp/drain-rates"
   fi
 } | tee "$tmp/table.txt"
 if [ "$failures" -gt 0 ]; then
