@@ -4,6 +4,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define MAX_DEPTH 64
 #define MAX_OPEN_KEYS 512
 
@@ -51,12 +55,30 @@ static int plain8(uint64_t w) {
     return (has_quote | has_backslash | has_control) == 0;
 }
 
+/* The first byte at or after p that ends or escapes a string (or end): 16 bytes a step where SSE2
+ * is there (every x86-64), then 8. */
+static const char *skip_plain(const char *p, const char *end) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)); /* bytes <= 0x1F */
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    uint64_t w;
+    while (end - p >= 8 && (memcpy(&w, p, 8), plain8(w))) p += 8;
+    return p;
+}
+
 static int scan_string(scanner_t *s, const char **body, size_t *body_len, int *escaped) {
     const char *p = ++s->p;
     *escaped = 0;
     for (;;) {
-        uint64_t w;
-        while (s->end - p >= 8 && (memcpy(&w, p, 8), plain8(w))) p += 8;
+        p = skip_plain(p, s->end);
         if (p >= s->end) return -1;
         unsigned char c = (unsigned char)*p;
         if (c == '"') break;
