@@ -35,7 +35,8 @@ PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and t
 length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's).
-PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median).
+PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
+PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs.
 USAGE
 }
 
@@ -367,7 +368,14 @@ else
   scenario "4KiB ff" 4096 "$n4k" none 0 nofsync
   scenario "4KiB ack" 4096 "$n4k" delivered 0 nofsync
 fi
-scenario "300B 10k/s" 300 $((10000 * (rate_secs + 1))) none 10000
+# The paced latency point: PB_BENCH_PACED_RUNS times (3 in a full run), the tools taking turns; the
+# tail of one run on two shared vCPUs is mostly what else the machine did in those seconds.
+paced_runs=${PB_BENCH_PACED_RUNS:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
+for ((k = 1; k <= paced_runs; k++)); do
+  group="300B 10k/s"
+  [ "$paced_runs" -gt 1 ] && group="10k/s run$k"
+  scenario "$group" 300 $((10000 * (rate_secs + 1))) none 10000
+done
 # Consumer throughput (full run only): the topic the first fire-and-forget raw run filled (300 B).
 if [ "$quick" = 0 ] && [ -n "${FILLED_TOPIC:-}" ]; then
   run_drains "300B drain"
@@ -411,6 +419,15 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
           vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka-group"])
         printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
                f[9], sprintf("%.1f", f[10] / 1024), vr, vk
+      }
+      for (i = 1; i <= NR; i++) {
+        split(rows[i], f, "\t")
+        if (f[1] ~ /^10k\/s run/) { p99[f[2]] = p99[f[2]] " " f[7]; np99[f[2]]++ }
+      }
+      for (t in p99) {
+        n = split(substr(p99[t], 2), v, " ")
+        for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (v[b] + 0 < v[a] + 0) { x = v[a]; v[a] = v[b]; v[b] = x }
+        printf "p99 ms at 10,000/s, %s: %s (median %s)\n", t, substr(p99[t], 2), v[int((n + 1) / 2)]
       }
       for (i = 1; i <= NR; i++) {
         split(rows[i], f, "\t")
