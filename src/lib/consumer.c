@@ -590,12 +590,19 @@ static int pbc_drain(pb_consumer_t *c) {
     uint64_t v;
     while (read(c->queue_fd, &v, sizeof v) > 0) {
     }
-    while (served < PBC_BATCH && !atomic_load(&c->stopped)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->conn->rk, 0);
-        if (!m) break;
-        pbc_dispatch(c, m);
-        rd_kafka_message_destroy(m);
-        served++;
+    if (atomic_load(&c->stopped)) return 0;
+    /* One lock of librdkafka's queue for up to a batch, rather than one per message (the broker
+     * thread waits on that lock while it hands over fetched messages). Rebalances, errors, logs and
+     * statistics queued meanwhile are served by their callbacks from inside this call. */
+    rd_kafka_message_t *batch[PBC_BATCH];
+    ssize_t n = rd_kafka_consume_batch_queue(c->conn->queue, 0, batch, PBC_BATCH);
+    for (ssize_t i = 0; i < n; i++) {
+        /* Once stopped, the rest are dropped unstored: the group delivers them again. */
+        if (!atomic_load(&c->stopped)) {
+            pbc_dispatch(c, batch[i]);
+            served++;
+        }
+        rd_kafka_message_destroy(batch[i]);
     }
     return served;
 }
