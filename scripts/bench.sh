@@ -36,7 +36,9 @@ length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every re
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's).
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
-PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs.
+PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
+PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_SPOOL_PARENT puts
+predbridged's spool under that directory instead of the temporary one.
 USAGE
 }
 
@@ -85,6 +87,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$started_broker" ]; then PB_LOCAL_DIR="$started_broker" "$repo/scripts/kafka-local.sh" stop >&2 || true; fi
+  if [ -n "${PB_BENCH_SPOOL_PARENT:-}" ] && [ -n "${spool_dir:-}" ]; then rm -rf "$spool_dir"; fi
   if [ "$keep" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
@@ -178,6 +181,10 @@ field() { # field NAME "k=v k=v ..." -> v
   printf 'NA'
 }
 
+# predbridged's spool: in the temporary directory (the disk the broker writes to as well), or under
+# PB_BENCH_SPOOL_PARENT (e.g. another disk, or /dev/shm to take the disk out of the measurement).
+spool_dir=${PB_BENCH_SPOOL_PARENT:+$PB_BENCH_SPOOL_PARENT/pb-bench-spool-$$}
+spool_dir=${spool_dir:-$tmp/spool}
 results=$tmp/results.tsv
 : >"$results"
 add_row() { # add_row GROUP TOOL SIZE RESULTLINE CPU_S RSS_KB
@@ -222,12 +229,12 @@ tls.key = $C/predbridged.key
 producer.compression = lz4
 producer.linger_ms = 5
 producer.flush_timeout_ms = 10000
-spool.dir = $tmp/spool
+spool.dir = $spool_dir
 spool.fsync = $fsync
 ${PB_BENCH_FSYNC_INTERVAL_MS:+spool.fsync_interval_ms = $PB_BENCH_FSYNC_INTERVAL_MS}
 log.level = info
 CONF
-  rm -rf "$tmp/spool"
+  rm -rf "$spool_dir"
   mkfifo "$tmp/pbd.fifo"
   "$predbridged" --config "$conf" 2>"$tmp/pbd.fifo" &
   local pid=$! fd
@@ -377,7 +384,7 @@ paced_runs=${PB_BENCH_PACED_RUNS:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
 for ((k = 1; k <= paced_runs; k++)); do
   group="300B 10k/s"
   [ "$paced_runs" -gt 1 ] && group="10k/s run$k"
-  scenario "$group" 300 $((10000 * (rate_secs + 1))) none 10000
+  scenario "$group" 300 $((10000 * (rate_secs + 1))) none 10000 "$([ "${PB_BENCH_PACED_NOFSYNC:-0}" = 1 ] && echo nofsync)"
 done
 # Consumer throughput (full run only): the topic the first fire-and-forget raw run filled (300 B).
 if [ "$quick" = 0 ] && [ -n "${FILLED_TOPIC:-}" ]; then
