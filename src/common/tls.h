@@ -210,4 +210,8 @@ void pbtls_verifier_on_tls_change(pbtls_verifier_t *v, pbtls_tls_change_fn fn, v
  * bypass the TLS policy or delivery guarantees. Returns a reason if `property` is refused, else NULL. */
 const char *pbtls_denied_kafka_property(const char *property);
 
+/* Sets what every predbridge Kafka client (predbridged's producer, libpredbridge's consumer) starts
+ * from, before the pass-through, which may change it. Returns 0, or -1 with errstr. */
+int pbtls_kafka_client_defaults(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+
 #endif

@@ -289,15 +289,12 @@ static pbd_instance_t *instance_new(pbd_producer_t *p, char *errstr, size_t errs
     in->p = p;
     in->event_fd = -1;
 
-    /* Defaults the pass-through may change: a bounded queue keeps memory small (predbridged stops
-     * reading its sockets while the queue is full, so nothing is dropped). TCP_NODELAY, as Kafka's
-     * own clients and brokers use: with Nagle's algorithm a small request waits for the ACK of the
-     * previous one, which the peer delays (tens of ms on Linux); at 10,000 predictions/s that was
-     * most of the latency, and the producer's CPU time tripled. */
+    /* Defaults the pass-through may change: every client's, and a bounded queue that keeps memory
+     * small (predbridged stops reading its sockets while the queue is full, so nothing is dropped). */
+    if (pbtls_kafka_client_defaults(conf, errstr, errstr_size)) goto fail;
     const char *defaults[][2] = {
         {"queue.buffering.max.messages", "10000"},
         {"queue.buffering.max.kbytes", "4096"},
-        {"socket.nagle.disable", "true"},
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         snprintf(origin, sizeof origin, "default '%s'", defaults[i][0]);

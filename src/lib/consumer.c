@@ -196,10 +196,9 @@ static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *e
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    /* Defaults that kafka.* may change: statistics (for the lag in pb_consumer_stats) every 5 s,
-     * librdkafka's own log filter at ours, so it does not format lines nobody will see, and
-     * TCP_NODELAY, as Kafka's own clients use (with Nagle's algorithm a small request such as a
-     * fetch or a commit can wait for the peer's delayed ACK), and a pre-fetch bound in bytes only
+    /* Defaults that kafka.* may change: every client's (pbtls_kafka_client_defaults), statistics
+     * (for the lag in pb_consumer_stats) every 5 s, librdkafka's own log filter at ours, so it does
+     * not format lines nobody will see, and a pre-fetch bound in bytes only
      * (queued.max.messages.kbytes, 64 MiB): librdkafka 2.0 compares queued.min.messages (100,000)
      * with the whole consumer queue and then stops fetching for up to a second, so an application
      * a little slower than the network found the queue empty, and waited, half of the time. */
@@ -207,9 +206,9 @@ static rd_kafka_conf_t *pbc_kafka_conf(pbc_conn_t *conn, pb_err_t *code, char *e
                             : c->log.level >= PBLOG_DEBUG ? "7"
                             : c->log.level == PBLOG_INFO  ? "6"
                                                           : "4";
-    if (pbc_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
+    if (pbtls_kafka_client_defaults(conf, errstr, errstr_size) ||
+        pbc_set(conf, "statistics.interval.ms", "5000", "setting 'statistics.interval.ms'", errstr,
                 errstr_size) ||
-        pbc_set(conf, "socket.nagle.disable", "true", "setting 'socket.nagle.disable'", errstr, errstr_size) ||
         pbc_set(conf, "queued.min.messages", "10000000", "setting 'queued.min.messages'", errstr, errstr_size) ||
         pbc_set(conf, "log_level", log_level, "setting 'log_level'", errstr, errstr_size))
         goto fail;
