@@ -78,11 +78,8 @@ static void expect_nodelay(const char *topic, const char *extra, int want_on) {
     pb_consumer_t *c = new_consumer(topic, group, extra, &s);
     poll_until(c, &s, 1, PB_OK, 60000);
     assert_int_equal(s.n, 1);
-    int on, off;
-    pbt_tcp_nodelay_count(itest_env()->bootstrap, &on, &off);
-    if (want_on ? (on == 0 || off != 0) : (off == 0 || on != 0))
-        fail_msg("%s: connections to %s: %d with TCP_NODELAY, %d without", extra ? extra : "default",
-                 itest_env()->bootstrap, on, off);
+    const char *why = pbt_tcp_nodelay_mismatch(itest_env()->bootstrap, want_on);
+    if (why) fail_msg("%s: %s", extra ? extra : "default", why);
     assert_int_equal(pb_consumer_close(c, err, sizeof err), PB_OK);
     pb_consumer_destroy(c);
 }

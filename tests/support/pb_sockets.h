@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -46,6 +47,18 @@ static inline void pbt_tcp_nodelay_count(const char *hostports, int *on, int *of
         else (*off)++;
     }
     closedir(d);
+}
+
+/* NULL if this process has connections to `hostports` and all of them have TCP_NODELAY (want_on) or
+ * none has (!want_on); otherwise what was found instead (a static buffer). */
+static inline const char *pbt_tcp_nodelay_mismatch(const char *hostports, int want_on) {
+    static char why[512];
+    int on, off;
+    pbt_tcp_nodelay_count(hostports, &on, &off);
+    if (want_on ? (on > 0 && off == 0) : (off > 0 && on == 0)) return NULL;
+    snprintf(why, sizeof why, "connections to %s: %d with TCP_NODELAY, %d without (wanted %s)", hostports, on, off,
+             want_on ? "all with" : "all without");
+    return why;
 }
 
 #endif

@@ -385,10 +385,8 @@ static void test_producer_requests_a_producer_id_before_producing(void **state) 
  * otherwise. */
 static void expect_nodelay(fixture_t *f, int want_on) {
     warm_up(f);
-    int on, off;
-    pbt_tcp_nodelay_count(f->cfg.bootstrap_servers, &on, &off);
-    if (want_on ? (on == 0 || off != 0) : (off == 0 || on != 0))
-        fail_msg("connections to %s: %d with TCP_NODELAY, %d without", f->cfg.bootstrap_servers, on, off);
+    const char *why = pbt_tcp_nodelay_mismatch(f->cfg.bootstrap_servers, want_on);
+    if (why) fail_msg("%s", why);
 }
 
 static void test_producer_connections_have_tcp_nodelay(void **state) {
