@@ -42,4 +42,11 @@ static inline void bench_conf_tls(rd_kafka_conf_t *conf, const char *bootstrap, 
     bench_conf_set(conf, "enable.ssl.certificate.verification", "true", prog);
 }
 
+/* The librdkafka defaults predbridge's own clients start from (pbtls_kafka_client_defaults, and
+ * libpredbridge's pre-fetch bound for a consumer), so that the raw tools are measured alike. */
+static inline void bench_conf_like_predbridge(rd_kafka_conf_t *conf, int consumer, const char *prog) {
+    bench_conf_set(conf, "socket.nagle.disable", "true", prog);
+    if (consumer) bench_conf_set(conf, "queued.min.messages", "10000000", prog);
+}
+
 #endif

@@ -40,8 +40,7 @@ static void *rdk_open(const copts_t *o, char *err, size_t err_size) {
     const char *prog = "pb_benchconsumer";
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     bench_conf_tls(conf, o->bootstrap, o->ca, o->cert, o->key, prog);
-    bench_conf_set(conf, "socket.nagle.disable", "true", prog);   /* as libpredbridge does */
-    bench_conf_set(conf, "queued.min.messages", "10000000", prog); /* as libpredbridge does */
+    bench_conf_like_predbridge(conf, 1, prog);
     bench_conf_set(conf, "group.id", "predictions-bench", prog);
     bench_conf_set(conf, "enable.auto.commit", "false", prog);
     bench_conf_set(conf, "enable.partition.eof", "false", prog);
@@ -134,8 +133,7 @@ static void *rdkg_open(const copts_t *o, char *err, size_t err_size) {
     const char *prog = "pb_benchconsumer";
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     bench_conf_tls(conf, o->bootstrap, o->ca, o->cert, o->key, prog);
-    bench_conf_set(conf, "socket.nagle.disable", "true", prog);   /* as libpredbridge does */
-    bench_conf_set(conf, "queued.min.messages", "10000000", prog); /* as libpredbridge does */
+    bench_conf_like_predbridge(conf, 1, prog);
     bench_conf_set(conf, "group.id", o->group, prog);
     bench_conf_set(conf, "auto.offset.reset", "earliest", prog);
     bench_conf_set(conf, "enable.auto.commit", "false", prog);

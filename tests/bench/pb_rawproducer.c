@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
     bench_conf_set(conf, "compression.codec", compression, prog);
     bench_conf_set(conf, "linger.ms", linger, prog);
     bench_conf_set(conf, "message.timeout.ms", "0", prog);
-    bench_conf_set(conf, "socket.nagle.disable", "true", prog); /* predbridged's default */
+    bench_conf_like_predbridge(conf, 0, prog);
     bench_conf_set(conf, "client.id", "pb_rawproducer", prog);
     for (int i = 0; i < n_extra; i++) {
         char kv[512];
