@@ -20,8 +20,10 @@ linger.ms=5 and mTLS (TLS 1.3), and reads it back with a librdkafka consumer tha
 throughput (first arrival to last arrival) and latency (sent_ns in the record to arrival).
 
   --quick   50,000 x 300 B fire-and-forget, and 3 s of 300 B paced at 10,000/s (latency)
-  default   300 B and 4 KiB, fire-and-forget and --ack delivered, the 10,000/s latency point, and
-            a drain of 300,000 records by the raw librdkafka and the libpredbridge consumers
+  default   300 B and 4 KiB, fire-and-forget and --ack delivered (300 B also --ack accepted), the
+            10,000/s latency point, and a drain of 300,000 records by the raw librdkafka consumers
+            (without and with a group, and the group loop checking records as libpredbridge does)
+            and libpredbridge
   --keep    keep the temporary directory (configs, logs) and print its path
   --private-broker  use (or start, and then stop) a broker of our own under \$PB_BENCH_BUILD/local,
             not the shared one: test runs elsewhere in the tree restart the shared broker
@@ -375,6 +377,8 @@ else
   n4k=${PB_BENCH_N4K:-50000}
   scenario "300B ff" 300 "$n300" none 0 nofsync
   scenario "300B ack" 300 "$n300" delivered 0 nofsync
+  # --ack accepted waits for the spool's fsync (group commit): the row where the fsync policy costs most.
+  scenario "300B acc" 300 "$n300" accepted 0 nofsync
   scenario "4KiB ff" 4096 "$n4k" none 0 nofsync
   scenario "4KiB ack" 4096 "$n4k" delivered 0 nofsync
 fi
@@ -420,7 +424,7 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
         split(rows[i], f, "\t")
         r = f[5] + 0; vr = "-"; vk = "-"
         sz = f[3] + 0
-        base = f[1]; sub(/ ack$/, " ff", base)
+        base = f[1]; sub(/ (ack|acc)$/, " ff", base)
         if (f[2] ~ /^predbridged/) {
           if (rate[base, "raw"] > 0) vr = sprintf("%.2f", r / rate[base, "raw"])
           if (rate[base, "kcat"] > 0) vk = sprintf("%.2f", r / rate[base, "kcat"])
@@ -429,6 +433,13 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
           vr = sprintf("%.2f", r / rate[f[1], "consumer:rdkafka-group"])
         printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
                f[9], sprintf("%.1f", f[10] / 1024), vr, vk
+      }
+      for (i = 1; i <= NR; i++) {
+        split(rows[i], f, "\t")
+        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka-group-check"] > 0)
+          printf "dispatch, %s: libpredbridge / raw group loop checking each record the same way = %.2f (rdkafka-group-check / rdkafka-group = %.2f)\n",
+                 f[1], f[5] / rate[f[1], "consumer:rdkafka-group-check"],
+                 rate[f[1], "consumer:rdkafka-group-check"] / rate[f[1], "consumer:rdkafka-group"]
       }
       for (i = 1; i <= NR; i++) {
         split(rows[i], f, "\t")
@@ -454,11 +465,15 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
     }' "$results"
   echo
   if [ "$quick" = 0 ]; then
-    echo "ack rows: predbridged with --ack delivered, compared with the fire-and-forget raw/kcat rows of the same size."
+    echo "ack rows: predbridged with --ack delivered (acc: --ack accepted, which waits for the spool's fsync), compared"
+    echo "with the fire-and-forget raw/kcat rows of the same size."
     echo "drain rows: each consumer reads the topic the raw producer filled, from offset 0; rate from its first to its"
     echo "last record (start-up excluded: see drain_rate in the log); /raw there is libpredbridge / the raw librdkafka"
     echo "consumer that also uses a group (rdkafka-group: subscribe, store each offset after the record, commit);"
-    echo "rdkafka assigns partitions without a group. CPU s and RSS MB are the consumer's (elsewhere the producer's)."
+    echo "rdkafka assigns partitions without a group; rdkafka-group-check is rdkafka-group checking each record with"
+    echo "libpredbridge's own check (pbrec_check: UTF-8, a JSON object, the required fields) before handling it, so"
+    echo "libpredbridge / rdkafka-group-check is what the library adds beyond that check (view, dedup, callback, stats)."
+    echo "CPU s and RSS MB are the consumer's (elsewhere the producer's)."
     echo "Each drain row is the median of ${PB_BENCH_DRAIN_RUNS:-3} runs, the sources taking turns:"
     [ -f "$tmp/drain-rates" ] && cat "$tmp/drain-rates"
   fi

@@ -545,7 +545,7 @@ static void pbc_dispatch(pb_consumer_t *c, rd_kafka_message_t *m) {
     pbdedup_key_t key = id ? pbdedup_key(id, strlen(id)) : (pbdedup_key_t){0};
     if (id) pbdedup_prefetch(c->dedup, &key);
     json_t *json = NULL;
-    char reason[512] = "";
+    char reason[512]; /* set by pbrec_check or below; not zero-filled: this runs for every record */
     pbrec_status_t st = PBREC_TOO_LARGE;
     char model_version[sizeof view.model_version];
     if (m->len <= c->cfg.max_message_bytes)

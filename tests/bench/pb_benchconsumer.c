@@ -3,6 +3,8 @@
 
 #ifdef PB_BENCH_HAVE_LIBPREDBRIDGE
 #include <predbridge/consumer.h>
+
+#include "common/record.h"
 #endif
 
 #include <getopt.h>
@@ -23,8 +25,8 @@ typedef struct copts {
 /* Called for each record's value, on the thread that calls the source's poll. */
 typedef void (*record_fn)(void *ctx, const char *value, size_t len);
 
-/* Where records come from. Only "rdkafka" (plain librdkafka) exists today; a libpredbridge source
- * (pb_consumer_*) plugs in here as a second entry of `sources` with the same three functions. */
+/* Where records come from: plain librdkafka without and with a group, the group loop with
+ * libpredbridge's record check, and (when built) libpredbridge itself. */
 typedef struct source_ops {
     const char *name;
     /* Connects and positions at the start of the topic; returns once fetching can start at once. */
@@ -95,9 +97,30 @@ static void *rdk_open(const copts_t *o, char *err, size_t err_size) {
     return rk;
 }
 
-/* Serves records; store: also store each record's offset after it was handled (a group's loop). */
+/* How a source's loop treats each record: store its offset after handling it (a group's loop);
+ * check it is a prediction first, with the check libpredbridge makes (see rdkgc_poll). */
+enum { SERVE_STORE = 1, SERVE_CHECK = 2 };
+
+#ifdef PB_BENCH_HAVE_LIBPREDBRIDGE
+static int record_is_prediction(const rd_kafka_message_t *m) {
+    static const char *const required[] = {"model_version", "prediction"}; /* message.required_fields */
+    json_t *json = NULL;
+    char model_version[256], reason[512];
+    pbrec_status_t st = pbrec_check(m->payload ? m->payload : "", m->len, required, 2, &json, model_version,
+                                    sizeof model_version, reason, sizeof reason);
+    json_decref(json);
+    return st == PBREC_OK;
+}
+#else
+static int record_is_prediction(const rd_kafka_message_t *m) {
+    (void)m;
+    return 1;
+}
+#endif
+
+/* Serves records as `how` says (SERVE_*). */
 static int rdk_serve(rd_kafka_t *rk, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size,
-                     int store) {
+                     int how) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
     while (m) {
         if (m->err) {
@@ -106,8 +129,8 @@ static int rdk_serve(rd_kafka_t *rk, int timeout_ms, record_fn fn, void *ctx, ch
             rd_kafka_message_destroy(m);
             if (fatal) return -1;
         } else {
-            fn(ctx, m->payload, m->len);
-            if (store) rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+            if (!(how & SERVE_CHECK) || record_is_prediction(m)) fn(ctx, m->payload, m->len);
+            if (how & SERVE_STORE) rd_kafka_offset_store(m->rkt, m->partition, m->offset);
             rd_kafka_message_destroy(m);
         }
         m = rd_kafka_consumer_poll(rk, 0);
@@ -155,7 +178,15 @@ static void *rdkg_open(const copts_t *o, char *err, size_t err_size) {
 }
 
 static int rdkg_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
-    return rdk_serve(h, timeout_ms, fn, ctx, err, err_size, 1);
+    return rdk_serve(h, timeout_ms, fn, ctx, err, err_size, SERVE_STORE);
+}
+
+/* The same loop checking each record the way libpredbridge does before its callback (valid UTF-8
+ * JSON object with the required fields: pbrec_check, the library's own code) and skipping those that
+ * are not. libpredbridge / this is what the library's dispatch costs on top of a loop that an
+ * application would need anyway before trusting a record. */
+static int rdkgc_poll(void *h, int timeout_ms, record_fn fn, void *ctx, char *err, size_t err_size) {
+    return rdk_serve(h, timeout_ms, fn, ctx, err, err_size, SERVE_STORE | SERVE_CHECK);
 }
 
 static void rdkg_close(void *h) {
@@ -240,6 +271,7 @@ static const source_ops_t sources[] = {
     {"rdkafka", rdk_open, rdk_poll, rdk_close},
     {"rdkafka-group", rdkg_open, rdkg_poll, rdkg_close},
 #ifdef PB_BENCH_HAVE_LIBPREDBRIDGE
+    {"rdkafka-group-check", rdkg_open, rdkgc_poll, rdkg_close},
     {"libpredbridge", lib_open, lib_poll, lib_close},
 #endif
 };
@@ -318,11 +350,13 @@ static double pct_ms(const int64_t *sorted, uint64_t n, double p) {
 static void usage(FILE *f) {
     fprintf(
         f, "usage: pb_benchconsumer -b BOOTSTRAP -t TOPIC --ca F --cert F --key F -n N [--timeout S]\n"
-           "                        [--source rdkafka|libpredbridge] [--group G] [--warmup K] [--dump FILE]\n"
+           "                        [--source S] [--group G] [--warmup K] [--dump FILE]\n"
            "       pb_benchconsumer --list-sources\n"
-           "--source rdkafka assigns every partition from the start; libpredbridge (when built) subscribes\n"
-           "with group G (default: a fresh one) from the earliest offset, and its READY comes before the\n"
-           "group join, so use it to drain a filled topic (consumer throughput), not for latency.\n"
+           "--source rdkafka (the default) assigns every partition from the start; rdkafka-group,\n"
+           "rdkafka-group-check (the same, checking each record as libpredbridge does) and libpredbridge\n"
+           "(both when the library is built) subscribe with group G (default: a fresh one) from the\n"
+           "earliest offset, and their READY comes before the group join, so use them to drain a filled\n"
+           "topic (consumer throughput), not for latency. --list-sources prints the built ones.\n"
            "Prints READY once it reads the topic from the start, then waits for N records (or the timeout)\n"
            "and prints: RESULT count unique unparsed e2e_secs (first send to last arrival) secs (first to\n"
            "last arrival) rate (measured / secs) drain_secs drain_rate (from opening the consumer) value_mb "
@@ -404,8 +438,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
         if (!strcmp(sources[i].name, source)) ops = &sources[i];
     if (!ops) {
-        fprintf(stderr, "pb_benchconsumer: unknown --source '%s' (built: %s)\n", source,
-                sizeof sources / sizeof sources[0] > 1 ? "rdkafka, libpredbridge" : "rdkafka");
+        fprintf(stderr, "pb_benchconsumer: unknown --source '%s' (built:", source);
+        for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
+            fprintf(stderr, " %s", sources[i].name);
+        fprintf(stderr, ")\n");
         return 2;
     }
     if (warmup >= o.count) {
