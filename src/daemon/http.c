@@ -19,6 +19,9 @@ struct pbd_http {
     int port;
 };
 
+/* The methods every endpoint serves: the Allow header of a 405 (RFC 9110 15.5.6). */
+#define PBD_HTTP_ALLOW "GET, HEAD"
+
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, char *body, size_t len,
                                const char *content_type) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -28,6 +31,7 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, cha
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, PBD_HTTP_ALLOW);
     enum MHD_Result rc = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -56,7 +60,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return MHD_YES;
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD are served");
+        return respond_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "only " PBD_HTTP_ALLOW " are served");
     char why[600];
     if (!strcmp(url, "/metrics")) {
         size_t len = 0;

@@ -15,7 +15,8 @@
 typedef struct pbm_broker {
     char name[160];
     int up;
-    double rtt_seconds; /* average over the last statistics window; 0 without samples */
+    int has_rtt;        /* a round trip was measured in the last statistics window */
+    double rtt_seconds; /* their average */
 } pbm_broker_t;
 
 /* What the certificate verifier saw negotiated with one broker. */
@@ -233,8 +234,10 @@ int pbm_update_from_stats(pbm_metrics_t *m, const char *json, size_t len) {
         const char *state = json_string_value(json_object_get(b, "state"));
         table[n].up = state && !strcmp(state, "UP");
         up += (size_t)table[n].up;
-        json_t *avg = json_object_get(json_object_get(b, "rtt"), "avg");
-        table[n].rtt_seconds = json_is_number(avg) ? json_number_value(avg) / 1e6 : 0.0;
+        json_t *rtt = json_object_get(b, "rtt"), *avg = json_object_get(rtt, "avg");
+        /* Without samples librdkafka says 0, which would read as an instant round trip. */
+        table[n].has_rtt = json_integer_value(json_object_get(rtt, "cnt")) > 0 && json_is_number(avg);
+        table[n].rtt_seconds = table[n].has_rtt ? json_number_value(avg) / 1e6 : 0.0;
         snprintf(table[n].name, sizeof table[n].name, "%s", key);
         n++;
     }
@@ -359,6 +362,22 @@ static void label_value(FILE *f, const char *s) {
     }
 }
 
+/* The statistics' name for the broker librdkafka connects to as host_port ("localhost:9093" is
+ * "ssl://localhost:9093/1", or ".../bootstrap" until the broker is learned), so that the TLS info
+ * joins broker_up and broker_rtt_seconds; host_port itself if the statistics do not name it.
+ * Called with m->lock held. */
+static const char *stats_broker_name(const pbm_metrics_t *m, const char *host_port) {
+    const char *found = host_port;
+    size_t n = strlen(host_port);
+    for (size_t i = 0; i < m->n_brokers; i++) {
+        const char *name = m->brokers[i].name, *sep = strstr(name, "://");
+        if (!sep || strncmp(sep + 3, host_port, n) != 0 || sep[3 + n] != '/') continue;
+        found = name;
+        if (strcmp(sep + 3 + n, "/bootstrap") != 0) break; /* the learned broker wins */
+    }
+    return found;
+}
+
 /* Begins a per-broker series: name{broker="..." (the caller adds labels, "}" and the value). */
 static void broker_series(FILE *f, const char *name, const char *broker) {
     fprintf(f, "%s{broker=\"", name);
@@ -457,6 +476,7 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
         head(f, "predbridge_broker_rtt_seconds", "gauge",
              "Average request round-trip time to this broker over the last statistics interval.");
         for (size_t i = 0; i < m->n_brokers; i++) {
+            if (!m->brokers[i].has_rtt) continue;
             broker_series(f, "predbridge_broker_rtt_seconds", m->brokers[i].name);
             fprintf(f, "} %.6f\n", m->brokers[i].rtt_seconds);
         }
@@ -468,7 +488,7 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
              "The TLS version and cipher suite last negotiated with this broker (its certificate verified); "
              "always 1.");
     for (size_t i = 0; i < m->n_tls; i++) {
-        broker_series(f, "predbridge_broker_tls_info", m->tls[i].broker);
+        broker_series(f, "predbridge_broker_tls_info", stats_broker_name(m, m->tls[i].broker));
         fputs(",version=\"", f);
         label_value(f, m->tls[i].version);
         fputs("\",cipher=\"", f);

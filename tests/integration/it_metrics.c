@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,24 +121,32 @@ static int count_lines_with(const char *path, const char *needle) {
 }
 
 /* predbridge_broker_tls_info after records went through: exactly one series, for the rig's one broker
- * (it advertises its bootstrap address, so librdkafka keeps that name), with TLS 1.3 and a cipher
- * named; and the daemon logged those parameters for it once. */
+ * (it advertises its bootstrap address, so librdkafka keeps that name), labelled as its
+ * predbridge_broker_up series is (ssl://host:port/<node id>) so that the two join, with TLS 1.3 and
+ * a cipher named; and the daemon logged those parameters for it once. */
 static void expect_broker_tls_info(const itest_daemon_t *d, const char *m) {
     static const char family[] = "\npredbridge_broker_tls_info{";
-    char want[320], cipher[128] = "", log_line[400 + sizeof cipher];
-    snprintf(want, sizeof want, "%sbroker=\"%s\",version=\"TLSv1.3\",cipher=\"", family + 1,
-             itest_env()->bootstrap);
+    char want[320], cipher[128] = "", label[320] = "", up[400], log_line[400 + sizeof cipher];
+    snprintf(want, sizeof want, "%sbroker=\"ssl://%s/", family + 1, itest_env()->bootstrap);
     int series = 0;
     for (const char *l = m; (l = strstr(l, family)); l++) {
         series++;
-        const char *c = l + 1 + strlen(want), *end = strstr(l + 1, "\"} 1\n");
-        if (strncmp(l + 1, want, strlen(want)) != 0 || !end || end <= c ||
-            (size_t)(end - c) >= sizeof cipher || memchr(c, '\n', (size_t)(end - c)))
-            fail_msg("unexpected TLS info series (want %s<cipher>\"} 1):\n%s", want, m);
+        const char *id = l + 1 + strlen(want), *c = strstr(id, "\",version=\"TLSv1.3\",cipher=\"");
+        const char *end = strstr(l + 1, "\"} 1\n");
+        if (strncmp(l + 1, want, strlen(want)) != 0 || !c || !end || c >= end ||
+            strspn(id, "0123456789") != (size_t)(c - id) || c == id)
+            fail_msg("unexpected TLS info series (want %s<node id>\",version=\"TLSv1.3\",cipher=...):\n%s", want, m);
+        const char *labels = l + strlen(family); /* broker="...": up to c's closing quote */
+        snprintf(label, sizeof label, "%.*s", (int)(c + 1 - labels), labels);
+        c += strlen("\",version=\"TLSv1.3\",cipher=\"");
+        if ((size_t)(end - c) >= sizeof cipher || memchr(c, '\n', (size_t)(end - c)))
+            fail_msg("unexpected cipher in:\n%s", m);
         memcpy(cipher, c, (size_t)(end - c));
         cipher[end - c] = '\0';
     }
     if (series != 1) fail_msg("%d predbridge_broker_tls_info series, expected 1:\n%s", series, m);
+    snprintf(up, sizeof up, "\npredbridge_broker_up{%s} 1\n", label);
+    if (!strstr(m, up)) fail_msg("the TLS info's label %s is not that of an UP broker_up series:\n%s", label, m);
     assert_true(strncmp(cipher, "TLS_", 4) == 0); /* a TLS 1.3 suite name, e.g. TLS_AES_256_GCM_SHA384 */
     snprintf(log_line, sizeof log_line, "broker %s: TLSv1.3, %s", itest_env()->bootstrap, cipher);
     int logged = count_lines_with(d->log_path, log_line);
@@ -186,6 +195,12 @@ static void test_metrics_counters_are_exact_after_a_known_workload(void **state)
                 1700000000);
     assert_true(sample(m, "predbridge_tls_certificate_expiry_timestamp_seconds{certificate=\"ca\"}") >
                 1700000000);
+    /* The statistics (every 500 ms here) name the broker the TLS info is labelled with. */
+    int64_t deadline = itest_now_ms() + 10000;
+    while (!strstr(m, "\npredbridge_broker_up{") && itest_now_ms() < deadline) {
+        poll(NULL, 0, 100);
+        m = get(port, "/metrics")->body;
+    }
     expect_broker_tls_info(&d, m);
 
     /* promtool (Debian's prometheus package) accepts the exposition. */
@@ -196,8 +211,7 @@ static void test_metrics_counters_are_exact_after_a_known_workload(void **state)
     fputs(m, f);
     fclose(f);
     if (itest_system("command -v promtool >/dev/null") != 0) {
-        fprintf(stderr, "it_metrics: promtool is not installed (Debian package prometheus): "
-                        "SKIPPING the promtool check of the exposition\n");
+        fail_msg("promtool is not installed (Debian package prometheus; scripts/setup.sh installs it)");
     } else if (itest_system("promtool check metrics < '%s' >&2", path) != 0) {
         fail_msg("promtool check metrics refused the exposition:\n%s", m);
     }
@@ -357,6 +371,18 @@ static void test_metrics_readyz_is_503_while_unreachable_and_200_once_connected(
 
 /* ---- TLS failures by cause ---- */
 
+/* predbridge_tls_handshake_failures_total counts cause (at least once) and no other. */
+static void expect_only_tls_cause(const char *m, const char *cause) {
+    static const char *const causes[] = {
+        "protocol_version", "certificate_verify", "hostname", "pin", "client_cert_refused", "other"};
+    char series[200];
+    for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++) {
+        snprintf(series, sizeof series, "predbridge_tls_handshake_failures_total{cause=\"%s\"}", causes[i]);
+        long long v = sample(m, series);
+        if (!strcmp(causes[i], cause) ? v < 1 : v != 0) fail_msg("%s is %lld:\n%s", series, v, m);
+    }
+}
+
 static void expect_tls_cause(const char *bootstrap, const char *log_needle, const char *cause) {
     char topic[256], extra[512];
     new_topic(topic, sizeof topic);
@@ -369,14 +395,7 @@ static void expect_tls_cause(const char *bootstrap, const char *log_needle, cons
     }
     /* Counted before it is logged: the exposition already has it. */
     const char *m = get(http, "/metrics")->body;
-    static const char *const causes[] = {
-        "protocol_version", "certificate_verify", "hostname", "pin", "client_cert_refused", "other"};
-    char series[200];
-    for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++) {
-        snprintf(series, sizeof series, "predbridge_tls_handshake_failures_total{cause=\"%s\"}", causes[i]);
-        long long v = sample(m, series);
-        if (!strcmp(causes[i], cause) ? v < 1 : v != 0) fail_msg("%s is %lld:\n%s", series, v, m);
-    }
+    expect_only_tls_cause(m, cause);
     expect_sample(m, "predbridge_ready", 0);
     http_reply_t *r = get(http, "/readyz");
     assert_int_equal(r->status, 503);
@@ -415,6 +434,143 @@ static void test_metrics_principal_without_write_acl_counts_authorization_and_is
     http_reply_t *r = get(http, "/readyz");
     assert_int_equal(r->status, 503);
     if (!strstr(r->body, "authorization")) fail_msg("/readyz does not say why: %s", r->body);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+}
+
+/* ---- readiness follows the connection: refused certificate, broker outage ---- */
+
+/* Polls /readyz until it answers want (deadline_ms from now); fails with the last answer if not. */
+static http_reply_t *await_readyz(itest_daemon_t *d, int port, int want, int deadline_ms) {
+    int64_t deadline = itest_now_ms() + deadline_ms;
+    http_reply_t *r = get(port, "/readyz");
+    while (r->status != want && itest_now_ms() < deadline) {
+        poll(NULL, 0, 100);
+        r = get(port, "/readyz");
+    }
+    if (r->status != want) {
+        itest_system("cat '%s' >&2", d->log_path);
+        fail_msg("/readyz is still %d (%s) after %d ms, expected %d", r->status, r->body, deadline_ms, want);
+    }
+    return r;
+}
+
+/* The readiness log lines ("ready", "not_ready") in order, as a string of '+' and '-'. */
+static void readiness_sequence(const itest_daemon_t *d, char *out, size_t size) {
+    FILE *f = fopen(d->log_path, "r");
+    assert_non_null(f);
+    char line[8192];
+    size_t n = 0;
+    while (fgets(line, sizeof line, f) && n + 1 < size) {
+        if (strstr(line, " ready: a broker connection is up")) out[n++] = '+';
+        else if (strstr(line, " not_ready: not ready: ")) out[n++] = '-';
+    }
+    out[n] = '\0';
+    fclose(f);
+}
+
+/* A client certificate from a CA the broker does not trust (tls.ca holds that CA as well, so
+ * predbridged's own check of its material passes): the broker refuses it in the handshake. Not
+ * ready, naming why, counted as client_cert_refused and an authentication failure; good material
+ * renamed into place and SIGHUP make it ready, with no restart. */
+static void test_metrics_readyz_while_the_broker_refuses_our_certificate_and_after_the_fix(void **state) {
+    (void)state;
+    char topic[256], extra[4096], cert[700], key[700], ca[700];
+    new_topic(topic, sizeof topic);
+    itest_daemon_t d;
+    itest_daemon_config(&d, topic, NULL); /* only for its fresh directory */
+    snprintf(cert, sizeof cert, "%s/client.crt", d.dir);
+    snprintf(key, sizeof key, "%s/client.key", d.dir);
+    snprintf(ca, sizeof ca, "%s/cas.crt", d.dir);
+    assert_int_equal(itest_system("cp '%s' '%s' && install -m 600 '%s' '%s'", itest_cert("untrusted-client.crt"), cert,
+                                  itest_cert("untrusted-client.key"), key),
+                     0);
+    assert_int_equal(itest_system("cat '%s' '%s' > '%s'", itest_cert("ca.crt"), itest_cert("untrusted-ca.crt"), ca), 0);
+    snprintf(extra, sizeof extra,
+             "tls.ca = %s\ntls.cert = %s\ntls.key = %s\ntls.watch = false\nkafka.reconnect.backoff.max.ms = 1000\n", ca,
+             cert, key);
+    itest_daemon_t d2;
+    int http = start_with_http(&d2, topic, extra);
+    http_reply_t *r = await_readyz(&d2, http, 503, 30000);
+    const char *m = get(http, "/metrics")->body;
+    int64_t deadline = itest_now_ms() + 30000;
+    while (sample(m, "predbridge_broker_authentication_failures_total") < 1 && itest_now_ms() < deadline) {
+        poll(NULL, 0, 100);
+        m = get(http, "/metrics")->body;
+    }
+    r = get(http, "/readyz");
+    assert_int_equal(r->status, 503);
+    /* Kafka's JSSE answers an unknown issuer with certificate_unknown (alert 46). */
+    if (!strstr(r->body, "broker connection failed: ") || !strstr(r->body, "alert certificate unknown"))
+        fail_msg("/readyz does not name the refusal: %s", r->body);
+    m = get(http, "/metrics")->body; /* r and m share get's buffer */
+    expect_only_tls_cause(m, "client_cert_refused");
+    if (sample(m, "predbridge_broker_authentication_failures_total") < 1) fail_msg("not counted:\n%s", m);
+    expect_sample(m, "predbridge_ready", 0);
+    assert_int_equal(get(http, "/healthz")->status, 200);
+
+    /* The fix: good material renamed over the files (key first), then SIGHUP. */
+    assert_int_equal(itest_system("cp '%s' '%s.new' && install -m 600 '%s' '%s.new' && mv -f '%s.new' '%s' && "
+                                  "mv -f '%s.new' '%s'",
+                                  itest_cert("predbridged.crt"), cert, itest_cert("predbridged.key"), key, key, key,
+                                  cert, cert),
+                     0);
+    int pid = d2.pid;
+    kill(d2.pid, SIGHUP);
+    r = await_readyz(&d2, http, 200, 30000);
+    assert_string_equal(r->body, "ok\n");
+    m = get(http, "/metrics")->body;
+    expect_sample(m, "predbridge_ready", 1);
+    expect_sample(m, "predbridge_tls_reloads_total{result=\"ok\"}", 1);
+    assert_int_equal(d2.pid, pid);
+    char seq[16];
+    readiness_sequence(&d2, seq, sizeof seq);
+    assert_string_equal(seq, "-+");
+    assert_int_equal(itest_daemon_stop(&d2, 30000), 0);
+    itest_system("rm -rf '%s'", d.dir);
+}
+
+static int g_broker_paused;
+
+static void broker(const char *verb) {
+    assert_int_equal(itest_system("'%s/scripts/kafka-local.sh' %s >/dev/null", getenv("PB_SOURCE_DIR"), verb), 0);
+    g_broker_paused = !strcmp(verb, "pause");
+}
+
+/* Whatever happened in the test, the rig's broker is running afterwards. */
+static int resume_broker(void **state) {
+    (void)state;
+    if (g_broker_paused) broker("resume");
+    return 0;
+}
+
+/* ready -> the broker goes away (its process stops: connections close) -> not ready -> the broker
+ * is back -> ready, each within a deadline, and exactly that sequence logged. */
+static void test_metrics_readyz_follows_a_broker_outage_and_recovery(void **state) {
+    (void)state;
+    char topic[256];
+    new_topic(topic, sizeof topic);
+    itest_daemon_t d;
+    int http = start_with_http(&d, topic, "kafka.reconnect.backoff.max.ms = 1000\n");
+    await_readyz(&d, http, 200, 30000);
+
+    broker("pause");
+    int64_t down_at = itest_now_ms();
+    http_reply_t *r = await_readyz(&d, http, 503, 30000);
+    fprintf(stderr, "it_metrics: not ready %lld ms after the broker stopped: %s", (long long)(itest_now_ms() - down_at),
+            r->body);
+    if (!strstr(r->body, "broker connection failed") && !strstr(r->body, "no broker connection is up"))
+        fail_msg("/readyz does not say the broker is down: %s", r->body);
+    assert_int_equal(get(http, "/healthz")->status, 200); /* the loop itself is fine */
+    expect_sample(get(http, "/metrics")->body, "predbridge_ready", 0);
+
+    broker("resume");
+    int64_t up_at = itest_now_ms();
+    r = await_readyz(&d, http, 200, 60000);
+    fprintf(stderr, "it_metrics: ready again %lld ms after the broker was back\n", (long long)(itest_now_ms() - up_at));
+    expect_sample(get(http, "/metrics")->body, "predbridge_ready", 1);
+    char seq[16];
+    readiness_sequence(&d, seq, sizeof seq);
+    assert_string_equal(seq, "+-+");
     assert_int_equal(itest_daemon_stop(&d, 30000), 0);
 }
 
@@ -529,6 +685,8 @@ int main(void) {
         cmocka_unit_test(test_metrics_tls12_listener_counts_protocol_version),
         cmocka_unit_test(test_metrics_badhost_listener_counts_hostname),
         cmocka_unit_test(test_metrics_principal_without_write_acl_counts_authorization_and_is_not_ready),
+        cmocka_unit_test(test_metrics_readyz_while_the_broker_refuses_our_certificate_and_after_the_fix),
+        cmocka_unit_test_teardown(test_metrics_readyz_follows_a_broker_outage_and_recovery, resume_broker),
         cmocka_unit_test(test_metrics_no_private_key_or_passphrase_in_logs_or_metrics),
     };
     if (getenv("PB_ITEST_FILTER")) cmocka_set_test_filter(getenv("PB_ITEST_FILTER"));

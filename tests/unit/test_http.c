@@ -133,6 +133,8 @@ static void test_http_other_paths_and_methods_are_refused(void **state) {
     assert_int_equal(status_of(request(f->port, "GET", "/metrics/x")), 404);
     assert_int_equal(status_of(request(f->port, "POST", "/metrics")), 405);
     assert_int_equal(status_of(request(f->port, "DELETE", "/readyz")), 405);
+    /* RFC 9110 15.5.6: a 405 says which methods are served. */
+    assert_non_null(strstr(request(f->port, "PUT", "/metrics"), "\r\nAllow: GET, HEAD\r\n"));
 }
 
 static void test_http_start_refuses_non_loopback_and_busy_ports(void **state) {

@@ -150,6 +150,9 @@ static void test_metrics_statistics_give_broker_state_rtt_and_queue(void **state
     assert_line(t, "predbridge_broker_up{broker=\"ssl://localhost:9093/bootstrap\"} 0");
     assert_line(t, "predbridge_broker_up{broker=\"a\\\"b\"} 0"); /* label value escaped */
     assert_line(t, "predbridge_broker_rtt_seconds{broker=\"ssl://localhost:9093/1\"} 0.002500");
+    /* No round trip measured (rtt.cnt 0 or no rtt): no series rather than a made-up 0. */
+    assert_no_substring(t, "predbridge_broker_rtt_seconds{broker=\"ssl://localhost:9093/bootstrap\"}");
+    assert_no_substring(t, "predbridge_broker_rtt_seconds{broker=\"a\\\"b\"}");
     assert_no_substring(t, "GroupCoordinator"); /* logical brokers are not connections */
     assert_line(t, "predbridge_ready 1");
     free(t);
@@ -205,6 +208,35 @@ static void test_metrics_broker_tls_info_one_series_per_broker_labels_escaped(vo
     assert_line(t, "predbridge_broker_tls_info{broker=\"localhost:9093\",version=\"TLSv1.3\","
                    "cipher=\"TLS_AES_128_GCM_SHA256\"} 1");
     assert_no_substring(t, "broker-30:9093");
+    free(t);
+    pbm_free(m);
+}
+
+/* predbridge_broker_tls_info joins broker_up and broker_rtt_seconds: once the statistics name the
+ * broker, its label is theirs (the learned broker's, else the bootstrap entry's). */
+static void test_metrics_broker_tls_info_takes_the_statistics_broker_label(void **state) {
+    (void)state;
+    static const char stats_bootstrap_only[] =
+        "{\"brokers\":{\"ssl://localhost:9093/bootstrap\":{\"source\":\"configured\",\"state\":\"UP\"}}}";
+    pbm_metrics_t *m = pbm_new();
+    pbm_broker_tls(m, "localhost:9093", "TLSv1.3", "TLS_AES_256_GCM_SHA384");
+    pbm_broker_tls(m, "other:9093", "TLSv1.3", "TLS_AES_256_GCM_SHA384");
+    char *t = render(m); /* no statistics yet: the name librdkafka connects to */
+    assert_line(t, "predbridge_broker_tls_info{broker=\"localhost:9093\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_256_GCM_SHA384\"} 1");
+    free(t);
+    assert_int_equal(pbm_update_from_stats(m, stats_bootstrap_only, strlen(stats_bootstrap_only)), 0);
+    t = render(m);
+    assert_line(t, "predbridge_broker_tls_info{broker=\"ssl://localhost:9093/bootstrap\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_256_GCM_SHA384\"} 1");
+    free(t);
+    assert_int_equal(pbm_update_from_stats(m, stats_up, strlen(stats_up)), 0);
+    t = render(m);
+    assert_line(t, "predbridge_broker_tls_info{broker=\"ssl://localhost:9093/1\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_256_GCM_SHA384\"} 1");
+    assert_line(t, "predbridge_broker_tls_info{broker=\"other:9093\",version=\"TLSv1.3\","
+                   "cipher=\"TLS_AES_256_GCM_SHA384\"} 1"); /* not in the statistics */
+    assert_int_equal(count_substring(t, "\npredbridge_broker_tls_info{"), 2);
     free(t);
     pbm_free(m);
 }
@@ -365,6 +397,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_workload_counts_render_exactly),
         cmocka_unit_test(test_metrics_statistics_give_broker_state_rtt_and_queue),
         cmocka_unit_test(test_metrics_broker_tls_info_one_series_per_broker_labels_escaped),
+        cmocka_unit_test(test_metrics_broker_tls_info_takes_the_statistics_broker_label),
         cmocka_unit_test(test_metrics_statistics_garbage_is_refused),
         cmocka_unit_test(test_metrics_readiness_follows_failures_and_recovery),
         cmocka_unit_test(test_metrics_fatal_error_is_never_ready_again),
