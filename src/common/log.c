@@ -173,13 +173,29 @@ size_t pblog_format(char *line, size_t cap, pblog_format_t format, pblog_level_t
     return format_text(&b, ts, level, program, event, fields, n_fields, msg);
 }
 
-void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) {
+static void emit(pblog_level_t level, const char *event, const pblog_field_t *fields, size_t n_fields,
+                 const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+static void emit(pblog_level_t level, const char *event, const pblog_field_t *fields, size_t n_fields,
+                 const char *fmt, va_list ap) {
     if (level > g_level) return;
     char msg[2048], line[4608];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t len = pblog_format(line, sizeof line, g_format, level, g_program, event, NULL, 0, msg);
+    if (g_format != PBLOG_JSON) n_fields = 0; /* the text already names them */
+    size_t len = pblog_format(line, sizeof line, g_format, level, g_program, event, fields, n_fields, msg);
     ssize_t r = write(STDERR_FILENO, line, len);
     (void)r;
+}
+
+void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) {
+    emit(level, event, NULL, 0, fmt, ap);
+}
+
+void pblog_fields(pblog_level_t level, const char *event, const pblog_field_t *fields, size_t n_fields,
+                  const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, event, fields, n_fields, fmt, ap);
+    va_end(ap);
 }
 
 void pblog(pblog_level_t level, const char *event, const char *fmt, ...) {
@@ -202,6 +218,13 @@ int pblog_limit_allow(pblog_limit_t *l, time_t now, unsigned per_sec, unsigned *
     }
     l->suppressed++;
     return 0;
+}
+
+unsigned pblog_limit_flush(pblog_limit_t *l, time_t now) {
+    if (now == l->sec) return 0;
+    unsigned n = l->suppressed;
+    l->suppressed = 0;
+    return n;
 }
 
 void pblog_warn_to(void *event, const char *message) {

@@ -13,11 +13,6 @@ typedef enum { PBLOG_TEXT = 0, PBLOG_JSON = 1 } pblog_format_t;
 void pblog_setup(pblog_level_t level, pblog_format_t format, const char *program);
 pblog_level_t pblog_level(void);
 
-/* Logs an event: `event` is a short stable identifier ("socket.refused"), fmt the human text.
- * Thread-safe: one write(2) per line. */
-void pblog(pblog_level_t level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
-
 /* A structured field of a log line: a string (str != NULL) or an integer (num). Never a secret or
  * a payload. */
 typedef struct pblog_field {
@@ -25,6 +20,15 @@ typedef struct pblog_field {
     const char *str;
     long long num;
 } pblog_field_t;
+
+/* Logs an event: `event` is a short stable identifier ("socket.refused"), fmt the human text.
+ * Thread-safe: one write(2) per line. */
+void pblog(pblog_level_t level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void pblogv(pblog_level_t level, const char *event, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+/* As pblog, with fields for a machine to read: JSON lines carry them as members; text
+ * lines stay as pblog writes them, since the message already says what the fields hold. */
+void pblog_fields(pblog_level_t level, const char *event, const pblog_field_t *fields, size_t n_fields,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * Formats one line, newline included, into line[cap] (cap >= 64) and returns its length. JSON:
@@ -54,6 +58,10 @@ typedef struct pblog_limit {
     unsigned logged, suppressed;
 } pblog_limit_t;
 int pblog_limit_allow(pblog_limit_t *l, time_t now, unsigned per_sec, unsigned *dropped);
+/* For a periodic tick: once the second of the last suppressed line is over, returns how many it
+ * suppressed (and forgets them, so pblog_limit_allow does not report them again); else 0. Without
+ * it a burst followed by silence is never reported. */
+unsigned pblog_limit_flush(pblog_limit_t *l, time_t now);
 
 #define PBLOG_E(ev, ...) pblog(PBLOG_ERROR, ev, __VA_ARGS__)
 #define PBLOG_W(ev, ...) pblog(PBLOG_WARN, ev, __VA_ARGS__)

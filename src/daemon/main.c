@@ -109,8 +109,11 @@ int main(int argc, char **argv) {
         goto out;
     }
     pbtls_cert_info_t info;
+    /* The file checked: tls.cert, or the keystore that holds the certificate instead. */
+    pblog_field_t f[] = {{.key = "file", .str = cfg.tls.cert ? cfg.tls.cert : cfg.tls.keystore ? cfg.tls.keystore : ""},
+                         {.key = "result", .str = "refused"}};
     if (pbtls_check_material(&cfg.tls, time(NULL), &info, pblog_warn_to, (void *)"tls.material", errstr, sizeof errstr) != 0) {
-        PBLOG_E("tls.material", "refusing to start: %s", errstr);
+        pblog_fields(PBLOG_ERROR, "tls.material", f, 2, "refusing to start: %s", errstr);
         goto out;
     }
     char until[32];
@@ -123,7 +126,9 @@ int main(int argc, char **argv) {
         exit_code = 0;
         goto out;
     }
-    PBLOG_I("tls.material", "client certificate CN=%s (serial %s) valid until %s", info.common_name, info.serial, until);
+    f[1].str = "ok";
+    pblog_fields(PBLOG_INFO, "tls.material", f, 2, "client certificate CN=%s (serial %s) valid until %s", info.common_name,
+                 info.serial, until);
 
     /* One descriptor per writer: take the hard limit, and say so if it is below max_connections. */
     struct rlimit rl;

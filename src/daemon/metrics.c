@@ -99,7 +99,8 @@ static void transition_locked(pbm_metrics_t *m, int ready, const char *reason) {
     if (ready)
         PBLOG_I("ready", "a broker connection is up (TLS, client certificate accepted): ready");
     else
-        PBLOG_W("not_ready", "not ready: %s", m->reason);
+        pblog_fields(PBLOG_WARN, "not_ready", (pblog_field_t[]){{.key = "cause", .str = m->reason}}, 1, "not ready: %s",
+                     m->reason);
 }
 
 static void set_ready(pbm_metrics_t *m, int ready, const char *reason) {

@@ -252,13 +252,28 @@ static void conn_close(pbd_server_t *s, conn_t *c, const char *why) {
     }
 }
 
+/* What the limiters held back: said by the next line of the kind, or by the tick after a quiet second. */
+static void log_rejects_dropped(unsigned n) {
+    pblog_field_t f[] = {{.key = "suppressed", .num = n}};
+    pblog_fields(PBLOG_WARN, "line.rejected", f, 1, "%u more rejected lines in the last second were not logged", n);
+}
+
+static void log_failed_dropped(unsigned n) {
+    pblog_field_t f[] = {{.key = "suppressed", .num = n}};
+    pblog_fields(PBLOG_ERROR, "record.failed", f, 1, "%u more failed records were not logged", n);
+}
+
 static void log_reject(pbd_server_t *s, const conn_t *c, uint64_t seq, const char *reason) {
     unsigned dropped;
     int allow = pblog_limit_allow(&s->reject_log, time(NULL), 10, &dropped);
-    if (dropped) PBLOG_W("line.rejected", "%u more rejected lines in the last second were not logged", dropped);
-    if (allow)
-        PBLOG_W("line.rejected", "pid %d uid %u line %llu rejected: %s", (int)c->pid, (unsigned)c->uid,
-                (unsigned long long)seq, reason);
+    if (dropped) log_rejects_dropped(dropped);
+    if (!allow) return;
+    char why[64]; /* the status name before the details: "missing_field: ..." */
+    snprintf(why, sizeof why, "%.*s", (int)strcspn(reason, ":"), reason);
+    pblog_field_t f[] = {{.key = "pid", .num = c->pid}, {.key = "uid", .num = c->uid},
+                         {.key = "line", .num = (long long)seq}, {.key = "reason", .str = why}};
+    pblog_fields(PBLOG_WARN, "line.rejected", f, 4, "pid %d uid %u line %llu rejected: %s", (int)c->pid,
+                 (unsigned)c->uid, (unsigned long long)seq, reason);
 }
 
 static void reject(pbd_server_t *s, conn_t *c, uint64_t seq, const char *reason) {
@@ -297,10 +312,13 @@ static int try_handshake(pbd_server_t *s, conn_t *c, const char *data, size_t le
 static void log_failed(pbd_server_t *s, const char *reason) {
     unsigned dropped;
     int allow = pblog_limit_allow(&s->fail_log, time(NULL), 10, &dropped);
-    if (dropped) PBLOG_E("record.failed", "%u more failed records were not logged", dropped);
-    if (allow)
-        PBLOG_E("record.failed", "a record was refused for good and written to %s/failed.ndjson: %s", s->cfg->spool_dir,
-                reason);
+    if (dropped) log_failed_dropped(dropped);
+    if (!allow) return;
+    char why[64]; /* librdkafka's error name before its text: "MSG_SIZE_TOO_LARGE: ..." */
+    snprintf(why, sizeof why, "%.*s", (int)strcspn(reason, ":"), reason);
+    pblog_field_t f[] = {{.key = "reason", .str = why}};
+    pblog_fields(PBLOG_ERROR, "record.failed", f, 1,
+                 "a record was refused for good and written to %s/failed.ndjson: %s", s->cfg->spool_dir, reason);
 }
 
 /* The record can never be delivered (the broker or librdkafka refused it for good): it leaves the
@@ -375,9 +393,12 @@ static void pump(pbd_server_t *s) {
             if (dr) unsent_push(s, dr, 1);
             return;
         }
-        if (s->replay_left && --s->replay_left == 0)
-            PBLOG_I("spool.replayed", "every record recovered from the spool was handed to the producer in %lld ms",
-                    (long long)(pbclock_mono_ms() - s->replay_started_ms));
+        if (s->replay_left && --s->replay_left == 0) {
+            long long ms = (long long)(pbclock_mono_ms() - s->replay_started_ms);
+            pblog_field_t f[] = {{.key = "ms", .num = ms}};
+            pblog_fields(PBLOG_INFO, "spool.replayed", f, 1,
+                         "every record recovered from the spool was handed to the producer in %lld ms", ms);
+        }
     }
 }
 
@@ -685,8 +706,11 @@ static void on_accept(pbd_server_t *s) {
                               s->cfg->n_allowed_gids)) {
             s->stats.refused_peers++;
             pbm_refused_peer(s->metrics);
-            PBLOG_W("socket.refused", "refused a writer: pid %d uid %u gid %u is not in socket.allowed_uids/gids",
-                    (int)cred.pid, (unsigned)cred.uid, (unsigned)cred.gid);
+            pblog_field_t f[] = {{.key = "pid", .num = cred.pid}, {.key = "uid", .num = cred.uid},
+                                 {.key = "gid", .num = cred.gid}};
+            pblog_fields(PBLOG_WARN, "socket.refused", f, 3,
+                         "refused a writer: pid %d uid %u gid %u is not in socket.allowed_uids/gids", (int)cred.pid,
+                         (unsigned)cred.uid, (unsigned)cred.gid);
             close(fd);
             continue;
         }
@@ -714,7 +738,10 @@ static void on_accept(pbd_server_t *s) {
         s->n_conns++;
         s->stats.connections++;
         pbm_connection_opened(s->metrics);
-        PBLOG_D("conn.open", "writer pid %d uid %u connected (fd %d)", (int)cred.pid, (unsigned)cred.uid, fd);
+        pblog_field_t f[] = {{.key = "pid", .num = cred.pid}, {.key = "uid", .num = cred.uid}};
+        if (pblog_level() >= PBLOG_DEBUG)
+            pblog_fields(PBLOG_DEBUG, "conn.open", f, 2, "writer pid %d uid %u connected (fd %d)", (int)cred.pid,
+                         (unsigned)cred.uid, fd);
     }
 }
 
@@ -772,11 +799,17 @@ static int open_spool(pbd_server_t *s, char *errstr, size_t errstr_size) {
                         .segment_bytes = cfg->spool_segment_bytes};
     pbsp_recovery_t rec;
     if (!(s->spool = pbsp_open(&o, &rec, errstr, errstr_size))) return -1;
+    pblog_field_t f[] = {{.key = "records", .num = (long long)rec.records},
+                         {.key = "segments", .num = (long long)rec.segments},
+                         {.key = "torn_bytes", .num = (long long)rec.torn_bytes},
+                         {.key = "corrupt", .num = (long long)rec.corrupt},
+                         {.key = "ms", .num = (long long)rec.elapsed_ms}};
     if (rec.records || rec.torn_bytes || rec.corrupt)
-        PBLOG_I("spool.recovered", "spool.dir '%s': %llu undelivered records in %llu segments to replay before new ones "
-                "(%llu torn bytes cut, %llu damaged records moved aside; scanned in %lld ms)", cfg->spool_dir,
-                (unsigned long long)rec.records, (unsigned long long)rec.segments, (unsigned long long)rec.torn_bytes,
-                (unsigned long long)rec.corrupt, (long long)rec.elapsed_ms);
+        pblog_fields(PBLOG_INFO, "spool.recovered", f, 5,
+                     "spool.dir '%s': %llu undelivered records in %llu segments to replay before new ones "
+                     "(%llu torn bytes cut, %llu damaged records moved aside; scanned in %lld ms)", cfg->spool_dir,
+                     (unsigned long long)rec.records, (unsigned long long)rec.segments,
+                     (unsigned long long)rec.torn_bytes, (unsigned long long)rec.corrupt, (long long)rec.elapsed_ms);
     s->replay_left = rec.records;
     s->replay_started_ms = pbclock_mono_ms();
     pbm_replaying(s->metrics, rec.records);
@@ -907,6 +940,10 @@ static void on_tick(pbd_server_t *s) {
     spool_commit(s);
     settle_waiting(s);
     publish_spool(s);
+    /* A burst of refusals followed by silence is still counted in the log. */
+    unsigned dropped;
+    if ((dropped = pblog_limit_flush(&s->reject_log, time(NULL)))) log_rejects_dropped(dropped);
+    if ((dropped = pblog_limit_flush(&s->fail_log, time(NULL)))) log_failed_dropped(dropped);
 }
 
 /* Stop: no new writers or bytes; lines already read are still queued; then wait for delivery. */

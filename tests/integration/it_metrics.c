@@ -576,6 +576,65 @@ static void test_metrics_readyz_follows_a_broker_outage_and_recovery(void **stat
 
 /* ---- secrets ---- */
 
+/* A JSON log line's integer field key, or fails naming the line. */
+static long long json_num(json_t *o, const char *key, const char *line) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v)) fail_msg("no integer '%s' in %s", key, line);
+    return (long long)json_integer_value(v);
+}
+
+static const char *json_str(json_t *o, const char *key, const char *line) {
+    json_t *v = json_object_get(o, key);
+    if (!json_is_string(v)) fail_msg("no string '%s' in %s", key, line);
+    return json_string_value(v);
+}
+
+/* After run_workload with log.format = json and log.level = debug: every line is a JSON object
+ * with time, level, program, event and msg, and the events a machine reads have their fields:
+ * tls.material (file, result), conn.open (pid, uid), line.rejected (pid, uid, line, reason). */
+static void expect_structured_json_log(const itest_daemon_t *d) {
+    FILE *f = fopen(d->log_path, "r");
+    assert_non_null(f);
+    char line[8192], reasons[512] = "";
+    int lines = 0, material = 0, opened = 0, rejected = 0;
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (!json_is_object(o)) fail_msg("not a JSON log line: %s", line);
+        const char *time = json_str(o, "time", line), *level = json_str(o, "level", line);
+        const char *event = json_str(o, "event", line);
+        (void)json_str(o, "msg", line);
+        assert_string_equal(json_str(o, "program", line), "predbridged");
+        if (strlen(time) != 24 || time[10] != 'T' || time[23] != 'Z') fail_msg("time is not RFC 3339 UTC: %s", line);
+        int known = 0;
+        for (int i = 0; i < 4; i++) known |= !strcmp(level, levels[i]);
+        if (!known) fail_msg("unknown level in %s", line);
+        if (!strcmp(event, "tls.material") && !strcmp(level, "info")) {
+            assert_string_equal(json_str(o, "file", line), itest_cert("predbridged.crt"));
+            assert_string_equal(json_str(o, "result", line), "ok");
+            material++;
+        } else if (!strcmp(event, "conn.open")) {
+            assert_int_equal(json_num(o, "pid", line), getpid());
+            assert_int_equal(json_num(o, "uid", line), getuid());
+            opened++;
+        } else if (!strcmp(event, "line.rejected")) {
+            assert_int_equal(json_num(o, "pid", line), getpid());
+            assert_int_equal(json_num(o, "uid", line), getuid());
+            assert_true(json_num(o, "line", line) > N_VALID);
+            snprintf(reasons + strlen(reasons), sizeof reasons - strlen(reasons), "%s ", json_str(o, "reason", line));
+            rejected++;
+        }
+        json_decref(o);
+        lines++;
+    }
+    fclose(f);
+    assert_true(lines > 3);
+    assert_int_equal(material, 1);
+    assert_int_equal(opened, 2); /* itest_daemon_start's probe, the workload */
+    assert_int_equal(rejected, 7);
+    assert_string_equal(reasons, "not_json not_object invalid_utf8 missing_field bad_field too_large partial ");
+}
+
 static void test_metrics_no_private_key_or_passphrase_in_logs_or_metrics(void **state) {
     (void)state;
     char topic[256], extra[2048], key[700], pass[700];
@@ -612,20 +671,7 @@ static void test_metrics_no_private_key_or_passphrase_in_logs_or_metrics(void **
     fclose(f);
     assert_int_equal(itest_daemon_stop(&d2, 30000), 0);
 
-    /* Every log line is a JSON object with time, level and event. */
-    f = fopen(d2.log_path, "r");
-    assert_non_null(f);
-    char line[8192];
-    int lines = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_t *o = json_loads(line, 0, NULL);
-        if (!o || !json_is_string(json_object_get(o, "time")) || !json_is_string(json_object_get(o, "event")))
-            fail_msg("not a JSON log line: %s", line);
-        json_decref(o);
-        lines++;
-    }
-    fclose(f);
-    assert_true(lines > 3);
+    expect_structured_json_log(&d2);
 
     /* Neither the passphrase nor any part of either key's PEM text appears. */
     const char *files[] = {d2.log_path, mpath};

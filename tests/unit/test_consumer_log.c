@@ -207,8 +207,27 @@ static void test_log_limit_allows_per_second_and_counts_the_rest(void **state) {
     assert_int_equal(dropped, 0);
 }
 
+/* A quiet second after a burst: the periodic tick gets the count, once, without a new event. */
+static void test_log_limit_flush_reports_a_finished_seconds_suppressed_count_once(void **state) {
+    (void)state;
+    pblog_limit_t l = {0};
+    unsigned dropped;
+    for (int i = 0; i < 13; i++) (void)pblog_limit_allow(&l, 1000, 10, &dropped);
+    assert_int_equal(pblog_limit_flush(&l, 1000), 0); /* the second is not over: more may come */
+    assert_int_equal(pblog_limit_flush(&l, 1001), 3);
+    assert_int_equal(pblog_limit_flush(&l, 1002), 0); /* said once */
+    /* Nor again by the next allowed line, which still finds its own second's budget. */
+    assert_int_equal(pblog_limit_allow(&l, 1002, 10, &dropped), 1);
+    assert_int_equal(dropped, 0);
+    for (int i = 0; i < 11; i++) (void)pblog_limit_allow(&l, 1002, 10, &dropped);
+    assert_int_equal(pblog_limit_allow(&l, 1003, 10, &dropped), 1); /* an event first: it reports */
+    assert_int_equal(dropped, 2);
+    assert_int_equal(pblog_limit_flush(&l, 1004), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_log_limit_flush_reports_a_finished_seconds_suppressed_count_once),
         cmocka_unit_test(test_log_json_line_has_time_level_event_fields_and_msg),
         cmocka_unit_test(test_log_json_escapes_quotes_controls_and_invalid_utf8),
         cmocka_unit_test(test_log_json_overlong_message_is_cut_and_stays_valid),
