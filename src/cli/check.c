@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "common/config.h"
+#include "common/log.h"
 #include "common/props.h"
 #include "common/tls.h"
 
@@ -62,8 +63,19 @@ static void usage(FILE *f) {
 typedef struct report {
     int json;
     json_t *root, *checks, *problems, *warnings;
-    const char *where; /* "" or "broker host:port: ", prefixed to problems */
+    size_t n_problems, n_warnings; /* counted apart from the arrays: the verdict never depends on jansson */
+    const char *where;             /* "" or "broker host:port: ", prefixed to problems */
 } report_t;
+
+/* A JSON string of any text: paths and certificate names may hold bytes that are not UTF-8, for which
+ * json_string() returns NULL and the problem or certificate would silently drop out of the report. */
+static json_t *jtext(const char *text) {
+    size_t size = 3 * strlen(text) + 1; /* each bad byte becomes a 3-byte U+FFFD */
+    char *clean = malloc(size);
+    json_t *j = clean ? json_string(pblog_utf8_clean(clean, size, text)) : NULL;
+    free(clean);
+    return j;
+}
 
 __attribute__((format(printf, 4, 5))) static void item(report_t *r, const char *status, const char *name,
                                                        const char *fmt, ...) {
@@ -73,10 +85,16 @@ __attribute__((format(printf, 4, 5))) static void item(report_t *r, const char *
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     json_array_append_new(r->checks,
-                          json_pack("{s:s,s:s,s:s}", "check", name, "status", status, "detail", msg));
+                          json_pack("{s:s,s:s,s:o}", "check", name, "status", status, "detail", jtext(msg)));
     snprintf(full, sizeof full, "%s%s", r->where, msg);
-    if (!strcmp(status, "fail")) json_array_append_new(r->problems, json_string(full));
-    if (!strcmp(status, "warn")) json_array_append_new(r->warnings, json_string(full));
+    if (!strcmp(status, "fail")) {
+        r->n_problems++;
+        json_array_append_new(r->problems, jtext(full));
+    }
+    if (!strcmp(status, "warn")) {
+        r->n_warnings++;
+        json_array_append_new(r->warnings, jtext(full));
+    }
     const char *shown = !strcmp(status, "fail") ? "FAIL" : !strcmp(status, "warn") ? "WARN" : status;
     if (!r->json) printf("  %-5s %s\n", shown, msg);
 }
@@ -101,10 +119,10 @@ static json_t *cert_json(report_t *r, const char *label, const pbtls_cert_info_t
                "    serial    %s\n    sha256    %s\n    spki pin  %s\n",
                label, in->subject, in->issuer, in->sans[0] ? in->sans : "(none)", nb, na, left, in->serial,
                in->sha256_fingerprint, in->spki_pin);
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:s}", "label", label, "subject", in->subject,
-                     "issuer", in->issuer, "sans", in->sans, "serial", in->serial, "not_before", nb,
-                     "not_after", na, "not_after_unix", (json_int_t)in->not_after, "status", left,
-                     "sha256_fingerprint", in->sha256_fingerprint, "spki_pin", in->spki_pin);
+    return json_pack("{s:o,s:o,s:o,s:o,s:s,s:s,s:s,s:I,s:s,s:s,s:s}", "label", jtext(label), "subject",
+                     jtext(in->subject), "issuer", jtext(in->issuer), "sans", jtext(in->sans), "serial",
+                     in->serial, "not_before", nb, "not_after", na, "not_after_unix", (json_int_t)in->not_after,
+                     "status", left, "sha256_fingerprint", in->sha256_fingerprint, "spki_pin", in->spki_pin);
 }
 
 static int describe_x509(X509 *x, pbtls_cert_info_t *info) {
@@ -200,7 +218,8 @@ static int verify_cb(int ok, X509_STORE_CTX *xs) {
             X509 *cur = X509_STORE_CTX_get_current_cert(xs);
             p->verify_err = err;
             p->verify_depth = depth;
-            if (cur) X509_NAME_oneline(X509_get_subject_name(cur), p->verify_cert, sizeof p->verify_cert);
+            pbtls_cert_info_t ci; /* its subject in RFC 2253 form, as everywhere else in the report */
+            if (cur && describe_x509(cur, &ci) == 0) snprintf(p->verify_cert, sizeof p->verify_cert, "%s", ci.subject);
         }
         return 0;
     }
@@ -591,9 +610,9 @@ static void check_broker(report_t *r, SSL_CTX *ctx, const pbd_config_t *cfg, con
             printf("    #%d %s (issuer %s; SANs %s; until %s)\n", i, ci.subject, ci.issuer,
                    ci.sans[0] ? ci.sans : "none", na);
         json_array_append_new(chain,
-                              json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "subject", ci.subject, "issuer",
-                                        ci.issuer, "sans", ci.sans, "not_after", na, "sha256_fingerprint",
-                                        ci.sha256_fingerprint, "spki_pin", ci.spki_pin));
+                              json_pack("{s:o,s:o,s:o,s:s,s:s,s:s}", "subject", jtext(ci.subject), "issuer",
+                                        jtext(ci.issuer), "sans", jtext(ci.sans), "not_after", na,
+                                        "sha256_fingerprint", ci.sha256_fingerprint, "spki_pin", ci.spki_pin));
     }
     json_object_set_new(bj, "chain", chain);
     if (ret != 1 && !p.chain) {
@@ -702,7 +721,7 @@ static int run(report_t *r, const char *path) {
     int loaded = 0, consumer = 0;
     time_t now = time(NULL);
     json_t *certs = json_object(), *brokers = json_array();
-    json_object_set_new(r->root, "config", json_string(path));
+    json_object_set_new(r->root, "config", jtext(path));
     json_object_set_new(r->root, "certificates", certs);
     json_object_set_new(r->root, "brokers", brokers);
     r->checks = json_array();
@@ -740,7 +759,7 @@ static int run(report_t *r, const char *path) {
         char where[300];
         while (*hp == ' ')
             hp++;
-        json_t *bj = json_pack("{s:s}", "broker", hp);
+        json_t *bj = json_pack("{s:o}", "broker", jtext(hp));
         r->checks = json_array();
         json_object_set_new(bj, "checks", r->checks);
         json_array_append_new(brokers, bj);
@@ -755,7 +774,7 @@ static int run(report_t *r, const char *path) {
 out:
     if (loaded) pbd_config_free(&cfg);
     props_free(props);
-    return json_array_size(r->problems) ? 1 : 0;
+    return r->n_problems ? 1 : 0;
 }
 
 int pbcli_check(int argc, char **argv) {
@@ -793,7 +812,7 @@ int pbcli_check(int argc, char **argv) {
     r.problems = json_array();
     r.warnings = json_array();
     int rc = run(&r, config);
-    size_t nprob = json_array_size(r.problems), nwarn = json_array_size(r.warnings);
+    size_t nprob = r.n_problems, nwarn = r.n_warnings;
     json_object_set_new(r.root, "verdict", json_string(rc == 0 ? "ok" : "problems"));
     json_object_set_new(r.root, "exit_code", json_integer(rc));
     json_object_set_new(r.root, "problems", r.problems);

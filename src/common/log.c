@@ -78,6 +78,23 @@ static size_t utf8_seq(const unsigned char *s) {
     return n;
 }
 
+char *pblog_utf8_clean(char *dst, size_t size, const char *src) {
+    const unsigned char *s = (const unsigned char *)src;
+    size_t j = 0;
+    if (size == 0) return dst;
+    while (*s) {
+        size_t n = utf8_seq(s);
+        const char *out = n ? (const char *)s : "\xEF\xBF\xBD"; /* U+FFFD */
+        size_t out_len = n ? n : 3;
+        if (j + out_len >= size) break;
+        memcpy(dst + j, out, out_len);
+        j += out_len;
+        s += n ? n : 1;
+    }
+    dst[j] = '\0';
+    return dst;
+}
+
 /* Appends s as JSON string content, whole characters only. Returns -1 if it had to stop early. */
 static int buf_put_escaped(pblog_buf_t *b, const char *str) {
     const unsigned char *s = (const unsigned char *)str;

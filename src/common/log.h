@@ -40,6 +40,12 @@ void pblog_fields(pblog_level_t level, const char *event, const pblog_field_t *f
 size_t pblog_format(char *line, size_t cap, pblog_format_t format, pblog_level_t level, const char *program,
                     const char *event, const pblog_field_t *fields, size_t n_fields, const char *msg);
 
+/* Copies src into dst[size] as valid UTF-8, by the rule of the JSON lines: a byte that begins no
+ * well-formed sequence becomes U+FFFD; what does not fit is cut at a whole character. For text given
+ * to jansson, whose json_string() returns NULL for invalid UTF-8 (3 * strlen(src) + 1 bytes always
+ * suffice). Returns dst. */
+char *pblog_utf8_clean(char *dst, size_t size, const char *src);
+
 /* "error", "warn", "info" or "debug". */
 const char *pblog_level_name(pblog_level_t level);
 

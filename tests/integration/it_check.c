@@ -180,6 +180,55 @@ static void test_check_expired_client_cert_reported_exit_1(void **state) {
     cleanup(&d);
 }
 
+/* Counts the lines of the human report that begin with "  FAIL ". */
+static size_t fail_lines(const char *out) {
+    size_t n = 0;
+    for (const char *p = out; (p = strstr(p, "\n  FAIL ")) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* A path with a byte that is not UTF-8 (jansson refuses such text) must not hide the problem it is in:
+ * every problem is counted and shown, and the certificate stays in the JSON report. */
+static void test_check_expired_cert_at_non_utf8_path_counts_every_problem_exit_1(void **state) {
+    (void)state;
+    itest_daemon_t d;
+    run_t r;
+    json_error_t jerr;
+    char dir[64] = "/tmp/pbit-check-XXXXXX", bad[128], extra[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(bad, sizeof bad, "%s/certs-\xff", dir);
+    assert_int_equal(itest_system("mkdir '%s' && cp -p '%s' '%s' '%s'", bad, itest_cert("expired-client.crt"),
+                                  itest_cert("expired-client.key"), bad),
+                     0);
+    snprintf(extra, sizeof extra, "tls.cert = %s/expired-client.crt\ntls.key = %s/expired-client.key\n", bad,
+             bad);
+    itest_daemon_config(&d, itest_env()->topic, extra);
+
+    run_check(&r, d.config, NULL);
+    expect(&r, 1, "certificate expired on 2020-02-01");
+    expect(&r, 1, "client certificate REFUSED by the broker");
+    assert_int_equal(fail_lines(r.out), 2);
+    expect(&r, 1, "verdict: PROBLEMS: the config does not work as it is (2 problems");
+    expect(&r, 1, "  - tls.cert '"); /* the material's problem is listed too */
+
+    run_check(&r, d.config, "--json");
+    assert_int_equal(r.status, 1);
+    json_t *j = json_loads(r.out, 0, &jerr);
+    if (!j) fail_msg("not JSON (%s): %s", jerr.text, r.out);
+    assert_string_equal(json_string_value(json_object_get(j, "verdict")), "problems");
+    json_t *problems = json_object_get(j, "problems");
+    assert_int_equal(json_array_size(problems), 2);
+    assert_non_null(strstr(json_string_value(json_array_get(problems, 0)), "certificate expired on 2020-02-01"));
+    assert_non_null(strstr(json_string_value(json_array_get(problems, 0)), "certs-\xef\xbf\xbd/")); /* U+FFFD */
+    json_t *client = json_object_get(json_object_get(j, "certificates"), "client");
+    assert_non_null(client);
+    assert_string_equal(json_string_value(json_object_get(client, "status")), "EXPIRED");
+    json_decref(j);
+    cleanup(&d);
+    itest_system("rm -rf '%s'", dir);
+}
+
 static void test_check_mismatched_key_reported_exit_1(void **state) {
     (void)state;
     itest_daemon_t d;
@@ -285,6 +334,7 @@ int main(void) {
         cmocka_unit_test(test_check_consumer_principal_in_producer_config_cannot_write_exit_1),
         cmocka_unit_test(test_check_client_cert_from_untrusted_ca_refused_by_broker_exit_1),
         cmocka_unit_test(test_check_expired_client_cert_reported_exit_1),
+        cmocka_unit_test(test_check_expired_cert_at_non_utf8_path_counts_every_problem_exit_1),
         cmocka_unit_test(test_check_mismatched_key_reported_exit_1),
         cmocka_unit_test(test_check_pins_match_ok_and_mismatch_fails),
         cmocka_unit_test(test_check_consumer_config_read_allowed_and_refused),

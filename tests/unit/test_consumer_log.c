@@ -67,6 +67,25 @@ static void test_log_json_escapes_quotes_controls_and_invalid_utf8(void **state)
     json_decref(o);
 }
 
+/* What `predbridge check` gives jansson: a path with a 0xFF byte must become a string, not NULL. */
+static void test_log_utf8_clean_replaces_invalid_bytes_and_cuts_whole_characters(void **state) {
+    (void)state;
+    char out[64];
+    const char *path = "/etc/pb\xff/client.crt \xc3\xa9 \xed\xa0\x80 \xe2\x82";
+    assert_null(json_string(path)); /* the failure being avoided */
+    pblog_utf8_clean(out, sizeof out, path);
+    assert_string_equal(out, "/etc/pb\xef\xbf\xbd/client.crt \xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+                             "\xef\xbf\xbd\xef\xbf\xbd");
+    json_t *j = json_string(out);
+    assert_non_null(j);
+    json_decref(j);
+    /* Room for "ab" and part of "\xc3\xa9": the character is left out whole, not split. */
+    pblog_utf8_clean(out, 4, "ab\xc3\xa9");
+    assert_string_equal(out, "ab");
+    pblog_utf8_clean(out, 1, "ab");
+    assert_string_equal(out, "");
+}
+
 static void test_log_json_overlong_message_is_cut_and_stays_valid(void **state) {
     (void)state;
     char msg[3000], line[256];
@@ -230,6 +249,7 @@ int main(void) {
         cmocka_unit_test(test_log_limit_flush_reports_a_finished_seconds_suppressed_count_once),
         cmocka_unit_test(test_log_json_line_has_time_level_event_fields_and_msg),
         cmocka_unit_test(test_log_json_escapes_quotes_controls_and_invalid_utf8),
+        cmocka_unit_test(test_log_utf8_clean_replaces_invalid_bytes_and_cuts_whole_characters),
         cmocka_unit_test(test_log_json_overlong_message_is_cut_and_stays_valid),
         cmocka_unit_test(test_log_limit_allows_per_second_and_counts_the_rest),
         cmocka_unit_test(test_log_text_line_is_the_daemon_format_with_fields),
