@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -323,20 +324,25 @@ static void test_daemon_delivers_when_a_backup_pin_matches(void **state) {
     assert_non_null(fgets(pin, sizeof pin, p));
     pclose(p);
     pin[strcspn(pin, "\n")] = '\0';
-    snprintf(extra, sizeof extra, "tls.pins = sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=, sha256//%s", pin);
+    /* The match first and a backup after it: a matcher that kept only the last comparison would refuse. */
+    snprintf(extra, sizeof extra, "tls.pins = sha256//%s, sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", pin);
     itest_daemon_t d;
     itest_daemon_config(&d, topic, extra);
     assert_int_equal(itest_daemon_start(&d, NULL), 0);
     int fd = itest_connect(d.socket_path);
+    /* A deadline for the reply: a refused broker would otherwise leave the test waiting for ever. */
+    struct timeval tv = {.tv_sec = 30};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     const char *in = "{\"ack\":\"delivered\"}\n{\"model_version\":\"v\",\"prediction\":1}\n";
     assert_int_equal(itest_write_all(fd, in, strlen(in)), 0);
     shutdown(fd, SHUT_WR);
     char *out = read_all(fd);
     close(fd);
+    int stopped = itest_daemon_stop(&d, 30000);
     if (!strstr(out, "\"delivered\"")) fail_msg("not delivered with a matching backup pin: %s", out);
     free(out);
     assert_int_equal(itest_topic_size(topic), 1);
-    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+    assert_int_equal(stopped, 0);
 }
 
 static void test_daemon_refuses_writer_with_disallowed_uid(void **state) {

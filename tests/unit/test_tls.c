@@ -293,7 +293,7 @@ static int group_setup(void **state) {
         return -1;
     }
     /* Material gen-certs.sh does not make: passphrases, an encrypted key, a PKCS#12 keystore,
-     * short-lived certificates and CA, a server-only certificate, a CRL revoking admin, a CRL of the
+     * short-lived certificates and CA (and a leaf that outlives that CA), a server-only certificate, a CRL revoking admin, a CRL of the
      * untrusted CA. */
     static const char extra[] =
         "export PB_SAN=DNS:localhost\n"
@@ -319,6 +319,8 @@ static int group_setup(void **state) {
         "openssl req -x509 -new -config shortca.cnf -key shortca.key -days 3 -out shortca.crt\n"
         "openssl x509 -req -in short.csr -CA shortca.crt -CAkey shortca.key -set_serial 1003 -days 2 "
         "  -extfile client.ext -out shortca-client.crt\n"
+        "openssl x509 -req -in short.csr -CA shortca.crt -CAkey shortca.key -set_serial 1004 -days 10 "
+        "  -extfile client.ext -out shortca-longleaf.crt\n"
         "openssl ca -batch -config .ca-ca/ca.cnf -revoke admin.crt\n"
         "openssl ca -batch -config .ca-ca/ca.cnf -gencrl -crldays 30 -out ca.crl\n"
         "openssl ca -batch -config .ca-untrusted-ca/ca.cnf -gencrl -crldays 30 -out untrusted-ca.crl\n"
@@ -725,6 +727,25 @@ static void test_tls_material_ca_expiring_soon_warns(void **state) {
     assert_contains(w.msg[1], "tls.cert '");
     assert_true(info.ca_not_after > info.not_after);
     assert_true(info.ca_not_after - time(NULL) <= 3 * 86400);
+}
+
+/* The leaf is valid for 10 days, its CA for 3: five days on, only chain verification can notice. */
+static void test_tls_material_expired_ca_valid_leaf_fails_naming_ca(void **state) {
+    (void)state;
+    pbtls_settings_t s = settings("shortca-longleaf.crt", "predbridged.key");
+    pbtls_cert_info_t info;
+    warns_t w;
+    char err[2048], want[PATH_MAX + 200];
+    s.ca = P("shortca.crt");
+    time_t later = time(NULL) + 5 * 86400;
+    assert_int_equal(check(&s, later, &info, &w, err, sizeof err), -1);
+    assert_true(info.not_after > later); /* the leaf itself is still valid then */
+    snprintf(want, sizeof want, "tls.cert '%s': does not verify against tls.ca '%s': certificate has expired "
+             "(certificate 'CN=short-lived test CA' issued by 'CN=short-lived test CA' at depth 1, valid from ",
+             s.cert, s.ca);
+    assert_contains(err, want);
+    /* Today both are valid. */
+    assert_int_equal(check(&s, time(NULL), NULL, &w, err, sizeof err), 0);
 }
 
 static void test_tls_material_encrypted_key_right_passphrase_passes(void **state) {
@@ -1219,6 +1240,28 @@ static void test_tls_librdkafka_valid_broker_and_pin_handshake_succeeds(void **s
     pbtls_verifier_free(v);
 }
 
+/* A match on any pin is enough, wherever it is in the list: first before a backup, or between two. */
+static void test_tls_librdkafka_pin_match_first_or_between_backups_accepted(void **state) {
+    (void)state;
+    unsigned char *der;
+    uint8_t broker[PBTLS_PIN_LEN];
+    int n = der_of(P("broker.crt"), &der);
+    assert_int_equal(pbtls_spki_sha256_der(der, (size_t)n, broker), 0);
+    OPENSSL_free(der);
+    for (size_t at = 0; at < 2; at++) {
+        tserver_t t;
+        pbtls_settings_t s = settings("predbridged.crt", "predbridged.key");
+        s.pin_count = at + 2; /* [broker, backup] then [backup, broker, backup] */
+        for (size_t i = 0; i < s.pin_count; i++)
+            memset(s.pins[i], 0x30 + (int)i, PBTLS_PIN_LEN);
+        memcpy(s.pins[at], broker, PBTLS_PIN_LEN);
+        pbtls_verifier_t *v = handshake(&s, P("broker.pem"), P("broker.key"), 0, 1, NULL, &t);
+        assert_int_equal(t.ok, 1);
+        assert_int_equal(pbtls_verifier_failures(v), 0);
+        pbtls_verifier_free(v);
+    }
+}
+
 /* Connects with s to a server presenting chain/key; returns the verifier's last failure. */
 static void expect_refused(const pbtls_settings_t *s, const char *chain, const char *key, char *last,
                            size_t size) {
@@ -1406,6 +1449,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tls_material_no_client_auth_eku_fails),
         cmocka_unit_test(test_tls_material_expiring_soon_warns_with_date),
         cmocka_unit_test(test_tls_material_ca_expiring_soon_warns),
+        cmocka_unit_test(test_tls_material_expired_ca_valid_leaf_fails_naming_ca),
         cmocka_unit_test(test_tls_material_encrypted_key_right_passphrase_passes),
         cmocka_unit_test(test_tls_material_encrypted_key_wrong_passphrase_fails_without_secret),
         cmocka_unit_test(test_tls_material_encrypted_key_no_passphrase_fails_with_hint),
@@ -1421,6 +1465,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tls_librdkafka_wrong_host_cert_fails_with_sans_cause),
         cmocka_unit_test(test_tls_librdkafka_untrusted_broker_fails_with_cause),
         cmocka_unit_test(test_tls_librdkafka_pin_mismatch_fails_with_pin_cause),
+        cmocka_unit_test(test_tls_librdkafka_pin_match_first_or_between_backups_accepted),
         cmocka_unit_test(test_tls_librdkafka_verified_broker_records_negotiated_version_and_cipher_once),
         cmocka_unit_test(test_tls_crl_hint_only_for_crl_errors_names_what_to_fix),
         cmocka_unit_test(test_tls_librdkafka_revoked_broker_fails_with_crl_cause),
