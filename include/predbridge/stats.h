@@ -80,6 +80,22 @@ PB_API size_t pb_stats_partition_count(const pb_stats_t *s);
 PB_API pb_err_t pb_stats_partition_at(const pb_stats_t *s, size_t idx, const char **topic, int32_t *partition,
                                       int64_t *lag);
 
+/*
+ * The TLS certificates the consumer's connection uses, for their expiry times. Values never change;
+ * new ones are added at the end.
+ *   PB_CERT_CLIENT  the client certificate (tls.cert, or the one in tls.keystore)
+ *   PB_CERT_CA      the CA of its verified chain (tls.ca and any chain in tls.cert) that expires first
+ */
+typedef enum pb_cert { PB_CERT_CLIENT = 0, PB_CERT_CA = 1 } pb_cert_t;
+
+/*
+ * When the certificate expires (its notAfter) as Unix time in seconds, for expiry alerts; 0 for NULL,
+ * for a value this library does not know, or while unknown. It describes the material in use: set
+ * by pb_consumer_new, changed by a TLS reload that took effect (pb_consumer_reload_tls, tls.watch),
+ * kept by one that was refused, even though the files on disk then hold something else.
+ */
+PB_API int64_t pb_stats_cert_not_after(const pb_stats_t *s, pb_cert_t which);
+
 /* Frees s. NULL is a no-op. */
 PB_API void pb_stats_destroy(pb_stats_t *s);
 

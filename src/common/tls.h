@@ -88,6 +88,11 @@ __attribute__((warn_unused_result)) int pbtls_check_material(const pbtls_setting
                                                              void *warn_ctx, char *errstr,
                                                              size_t errstr_size);
 
+/* Warns through warn(ctx, "<what> expires on <date>, in N days; renew it before then") when not_after
+ * is less than `days` days after now and not past: pbtls_check_material's expiry warning, for material
+ * it did not read (a certificate already in use). days <= 0 or a NULL warn: never. */
+void pbtls_warn_expiry(const char *what, time_t not_after, time_t now, int days, pbtls_warn_fn warn, void *ctx);
+
 /* Checks s's material, creates with create(ctx) something that reads the same files itself (a
  * librdkafka client: rd_kafka_new loads them), then checks again: if the certificate was replaced in
  * between, that is destroyed with destroy(ctx, obj) and it tries again (3 times). Returns create's

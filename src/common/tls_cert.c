@@ -436,8 +436,8 @@ void pbtlsi_verify_error_text(int err, int depth, X509 *cur, const char *trust_h
              X509_verify_cert_error_string(err), subj, iss, depth, dates, hint ? hint : "");
 }
 
-static void warn_expiry(const char *what, time_t not_after, time_t now, int days, pbtls_warn_fn warn,
-                        void *ctx) {
+void pbtls_warn_expiry(const char *what, time_t not_after, time_t now, int days, pbtls_warn_fn warn,
+                       void *ctx) {
     char when[40], msg[2048];
     if (!warn || days <= 0 || not_after <= now || not_after - now > (time_t)days * PBTLS_DAY) return;
     long long left = (long long)((not_after - now) / PBTLS_DAY);
@@ -493,7 +493,7 @@ static int verify_chain(const pbtls_settings_t *s, material_t *m, STACK_OF(X509)
             from_ca_file |= X509_cmp(ca, sk_X509_value(cas, k)) == 0;
         snprintf(what, sizeof what, "%s '%s': CA certificate '%s'", from_ca_file ? "tls.ca" : m->cert_key,
                  from_ca_file ? s->ca : m->cert_path, subj);
-        warn_expiry(what, na, now, s->expiry_warn_days, warn, warn_ctx);
+        pbtls_warn_expiry(what, na, now, s->expiry_warn_days, warn, warn_ctx);
     }
     if (info) info->ca_not_after = earliest;
     rc = 0;
@@ -632,7 +632,7 @@ int pbtls_check_material(const pbtls_settings_t *s, time_t now, pbtls_cert_info_
     {
         char what[PATH_MAX + 40];
         snprintf(what, sizeof what, "%s '%s': certificate", m.cert_key, m.cert_path);
-        warn_expiry(what, not_after, now, s->expiry_warn_days, warn, warn_ctx);
+        pbtls_warn_expiry(what, not_after, now, s->expiry_warn_days, warn, warn_ctx);
     }
     rc = 0;
 out:

@@ -367,6 +367,7 @@ pb_consumer_t *pb_consumer_new(const pb_config_t *conf, pb_prediction_fn on_pred
     /* Unusable client material fails here, with the file named, rather than as a handshake later. */
     if (!(c->conn = pbc_conn_checked(c, &info, &code, errstr, errstr_size))) goto fail;
     if (pbc_conn_start(c, c->conn, errstr, errstr_size) != PB_OK) goto fail;
+    pbc_material_in_use(c, &info);
     pblog_field_t f[] = {{.key = "group", .str = c->cfg.group_id},
                          {.key = "dedup_window", .num = c->cfg.dedup_window},
                          {.key = "tls_watch", .num = c->watch != NULL}};

@@ -40,6 +40,7 @@ struct pb_consumer {
     pbwatch_t *watch;       /* tls.watch; NULL when off */
     int64_t watch_check_ms; /* when a busy poll looks at the watch next */
     int64_t material_check_ms; /* next periodic check of the TLS files (tls.expiry.check_interval_s) */
+    pbtls_cert_info_t in_use;  /* the material conn was made with (the files may hold other material) */
     pbstats_t stats;
     pblib_log_t log;
 };
@@ -71,6 +72,10 @@ void pbc_conn_free(pbc_conn_t *conn, int left);
 pbc_conn_t *pbc_conn_checked(pb_consumer_t *c, pbtls_cert_info_t *info, pb_err_t *code, char *errstr,
                              size_t errstr_size);
 
+/* Records info as the material in use: for the periodic check, and the expiry times of
+ * pb_consumer_stats. Called when a connection made with it starts (pb_consumer_new, a reload). */
+void pbc_material_in_use(pb_consumer_t *c, const pbtls_cert_info_t *info);
+
 /* Starts watching the TLS files (tls.watch). Returns PB_OK, or PB_ERR_IO with errstr. */
 __attribute__((warn_unused_result)) pb_err_t pbc_watch_start(pb_consumer_t *c, char *errstr,
                                                              size_t errstr_size);
@@ -84,7 +89,9 @@ void pbc_watch_serve(pb_consumer_t *c, int ready);
 
 /* Every tls.expiry.check_interval_s: checks the TLS files again; expiry within tls.expiry.warn_days
  * is logged as a warning, an expired or unusable certificate is logged and reported to on_error as
- * PB_ERR_CERTIFICATE. */
+ * PB_ERR_CERTIFICATE. When the files hold another client certificate than the one in use (a refused
+ * reload, or files changed without one), the expiry of the one in use and its CA is watched the
+ * same way. */
 void pbc_material_periodic(pb_consumer_t *c);
 
 #endif

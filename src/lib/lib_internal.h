@@ -58,9 +58,11 @@ typedef struct pbstats_lag {
     int64_t lag;
 } pbstats_lag_t;
 
-/* Counters are atomics (any thread reads them); the lag table is replaced under lock. */
+/* Counters and expiry times are atomics (any thread reads them); the lag table is replaced under lock. */
+#define PBSTATS_CERTS 2 /* PB_CERT_CLIENT, PB_CERT_CA */
 typedef struct pbstats {
     _Atomic uint64_t counters[PBSTATS_N];
+    _Atomic int64_t not_after[PBSTATS_CERTS]; /* by pb_cert_t; 0 while unknown */
     pthread_mutex_t lock;
     pbstats_lag_t *lag;
     size_t n_lag;
@@ -72,6 +74,9 @@ void pbstats_destroy(pbstats_t *s);
 static inline void pbstats_add(pbstats_t *s, pb_stat_t which) {
     atomic_fetch_add_explicit(&s->counters[which], 1, memory_order_relaxed);
 }
+
+/* Sets the expiry times of the material in use (Unix seconds, 0 if unknown). */
+void pbstats_set_not_after(pbstats_t *s, int64_t client, int64_t ca);
 
 /* The per-partition lag in librdkafka's statistics JSON: partitions of the assignment ("desired"),
  * sorted by topic and partition. Returns 0 with *out (caller frees with pbstats_lag_free; NULL when

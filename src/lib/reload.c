@@ -84,6 +84,7 @@ static pb_err_t pbc_reload(pb_consumer_t *c, const char *trigger, char *errstr, 
         return rc;
     }
     pbstats_add(&c->stats, PB_STAT_TLS_RELOADS);
+    pbc_material_in_use(c, &info);
     struct tm tm;
     gmtime_r(&info.not_after, &tm);
     strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
@@ -127,16 +128,52 @@ int pbc_watch_fd(const pb_consumer_t *c) {
     return c->watch ? pbwatch_fd(c->watch) : -1;
 }
 
+void pbc_material_in_use(pb_consumer_t *c, const pbtls_cert_info_t *info) {
+    c->in_use = *info;
+    pbstats_set_not_after(&c->stats, (int64_t)info->not_after, (int64_t)info->ca_not_after);
+}
+
+static void pbc_material_failed(pb_consumer_t *c, const char *cause) {
+    pblib_log(&c->log, PBLOG_ERROR, "tls.material", NULL, 0, "%s", cause);
+    if (c->on_error) c->on_error(PB_ERR_CERTIFICATE, cause, NULL, c->opaque);
+}
+
+/* The files are what a reload would load; the connection keeps what it was made with until then, and
+ * that may expire first. Checked when the files hold another client certificate. */
+static void pbc_in_use_expiry(pb_consumer_t *c, time_t now) {
+    const pbtls_cert_info_t *u = &c->in_use;
+    const struct {
+        const char *name;
+        time_t not_after;
+    } certs[] = {{"client certificate", u->not_after}, {"CA of the client certificate", u->ca_not_after}};
+    for (size_t i = 0; i < sizeof certs / sizeof certs[0]; i++) {
+        char what[600], when[40], cause[800];
+        snprintf(what, sizeof what, "%s in use (CN=%s serial %s; the TLS files hold another, not loaded)",
+                 certs[i].name, u->common_name, u->serial);
+        if (!certs[i].not_after || now <= certs[i].not_after) {
+            pbtls_warn_expiry(what, certs[i].not_after, now, c->cfg.tls.expiry_warn_days, pbc_material_warn, c);
+            continue;
+        }
+        pbtls_format_time(certs[i].not_after, when, sizeof when);
+        snprintf(cause, sizeof cause, "periodic check of the TLS material: the %s expired on %s; reload the TLS "
+                 "material", what, when);
+        pbc_material_failed(c, cause);
+    }
+}
+
 void pbc_material_periodic(pb_consumer_t *c) {
     int64_t now = pbclock_mono_ms();
     if (now < c->material_check_ms) return;
     c->material_check_ms = now + (int64_t)c->cfg.tls_check_interval_s * 1000;
     pbtls_cert_info_t info;
     char err[1024], cause[1200];
-    if (!pbtls_check_material(&c->cfg.tls, time(NULL), &info, pbc_material_warn, c, err, sizeof err)) return;
-    snprintf(cause, sizeof cause, "periodic check of the TLS material failed: %s", err);
-    pblib_log(&c->log, PBLOG_ERROR, "tls.material", NULL, 0, "%s", cause);
-    if (c->on_error) c->on_error(PB_ERR_CERTIFICATE, cause, NULL, c->opaque);
+    time_t wall = time(NULL);
+    if (pbtls_check_material(&c->cfg.tls, wall, &info, pbc_material_warn, c, err, sizeof err) != 0) {
+        snprintf(cause, sizeof cause, "periodic check of the TLS material failed: %s", err);
+        pbc_material_failed(c, cause);
+    }
+    if (c->in_use.sha256_fingerprint[0] && strcmp(info.sha256_fingerprint, c->in_use.sha256_fingerprint) != 0)
+        pbc_in_use_expiry(c, wall);
 }
 
 void pbc_watch_serve(pb_consumer_t *c, int ready) {

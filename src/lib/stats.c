@@ -1,5 +1,5 @@
-/* stats.c: a consumer's counters and per-partition lag (read from librdkafka's statistics JSON), and
- * the pb_stats_t snapshots that hand them to any thread. */
+/* stats.c: a consumer's counters, per-partition lag (read from librdkafka's statistics JSON) and
+ * certificate expiry times, and the pb_stats_t snapshots that hand them to any thread. */
 #include "lib_internal.h"
 
 #include <jansson.h>
@@ -8,6 +8,7 @@
 
 struct pb_stats {
     uint64_t counters[PBSTATS_N];
+    int64_t not_after[PBSTATS_CERTS];
     pbstats_lag_t *lag; /* topic strings owned */
     size_t n_lag;
 };
@@ -27,6 +28,8 @@ const char *pb_stat_name(pb_stat_t which) {
 void pbstats_init(pbstats_t *s) {
     for (size_t i = 0; i < PBSTATS_N; i++)
         atomic_init(&s->counters[i], 0);
+    for (size_t i = 0; i < PBSTATS_CERTS; i++)
+        atomic_init(&s->not_after[i], 0);
     pthread_mutex_init(&s->lock, NULL);
     s->lag = NULL;
     s->n_lag = 0;
@@ -37,6 +40,11 @@ void pbstats_destroy(pbstats_t *s) {
     s->lag = NULL;
     s->n_lag = 0;
     pthread_mutex_destroy(&s->lock);
+}
+
+void pbstats_set_not_after(pbstats_t *s, int64_t client, int64_t ca) {
+    atomic_store_explicit(&s->not_after[PB_CERT_CLIENT], client, memory_order_relaxed);
+    atomic_store_explicit(&s->not_after[PB_CERT_CA], ca, memory_order_relaxed);
 }
 
 void pbstats_lag_free(pbstats_lag_t *lag, size_t n) {
@@ -117,6 +125,8 @@ pb_stats_t *pbstats_snapshot(pbstats_t *s) {
     if (!snap) return NULL;
     for (size_t i = 0; i < PBSTATS_N; i++)
         snap->counters[i] = atomic_load_explicit(&s->counters[i], memory_order_relaxed);
+    for (size_t i = 0; i < PBSTATS_CERTS; i++)
+        snap->not_after[i] = atomic_load_explicit(&s->not_after[i], memory_order_relaxed);
     pthread_mutex_lock(&s->lock);
     if (s->n_lag && (snap->lag = calloc(s->n_lag, sizeof *snap->lag))) {
         for (; snap->n_lag < s->n_lag; snap->n_lag++) {
@@ -135,6 +145,10 @@ pb_stats_t *pbstats_snapshot(pbstats_t *s) {
 
 uint64_t pb_stats_get(const pb_stats_t *s, pb_stat_t which) {
     return s && (unsigned)which < PBSTATS_N ? s->counters[which] : 0;
+}
+
+int64_t pb_stats_cert_not_after(const pb_stats_t *s, pb_cert_t which) {
+    return s && (unsigned)which < PBSTATS_CERTS ? s->not_after[which] : 0;
 }
 
 size_t pb_stats_partition_count(const pb_stats_t *s) {

@@ -387,6 +387,98 @@ static void test_reload_material_is_checked_again_while_polling(void **state) {
     finish(c);
 }
 
+/* ---- the expiry of the material in use ---- */
+
+/* pki/<name>.crt and .key: the consumer's key in a certificate of the test CA valid until `end`
+ * (YYYYMMDDHHMMSSZ), the way gen-certs.sh signs. */
+static void sign_until(const char *name, const char *end) {
+    char cmd[PATH_MAX * 2];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s/pki' && export PB_SAN=DNS:localhost && cp -p predbridge-consumer.key %s.key && "
+             "openssl req -new -key %s.key -subj '/O=predbridge test/CN=predbridge-consumer' -out %s.csr && "
+             "openssl ca -batch -notext -config .ca-ca/ca.cnf -extensions client -in %s.csr -out %s.crt "
+             "-enddate %s >>'%s/gen.log' 2>&1",
+             g_dir, name, name, name, name, name, end, g_dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* notAfter of a PEM certificate as the openssl command shows it, in Unix seconds. */
+static int64_t openssl_not_after(const char *pem) {
+    char cmd[PATH_MAX + 64], line[128];
+    struct tm tm = {0};
+    snprintf(cmd, sizeof cmd, "openssl x509 -enddate -noout -in '%s'", pem);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(line, sizeof line, p));
+    pclose(p);
+    assert_non_null(strptime(line, "notAfter=%b %d %H:%M:%S %Y GMT", &tm));
+    return (int64_t)timegm(&tm);
+}
+
+static int64_t not_after_of(pb_consumer_t *c, pb_cert_t which) {
+    pb_stats_t *st = pb_consumer_stats(c);
+    int64_t v = pb_stats_cert_not_after(st, which);
+    pb_stats_destroy(st);
+    return v;
+}
+
+static void test_reload_stats_carry_the_expiry_of_the_material_in_use(void **state) {
+    (void)state;
+    char err[1024];
+    seen_t s;
+    sign_until("until-2030", "20300101000000Z");
+    pb_consumer_t *c = consumer(&s, NULL, NULL);
+    int64_t ca = openssl_not_after(in_dir("pki/ca.crt"));
+    assert_true(ca > 0);
+    assert_int_equal(not_after_of(c, PB_CERT_CLIENT), openssl_not_after(in_dir("pki/predbridge-consumer.crt")));
+    assert_int_equal(not_after_of(c, PB_CERT_CA), ca);
+    /* New material: its expiry. */
+    install("until-2030");
+    assert_int_equal(pb_consumer_reload_tls(c, err, sizeof err), PB_OK);
+    assert_int_equal(not_after_of(c, PB_CERT_CLIENT), 1893456000); /* 2030-01-01 00:00:00 UTC */
+    assert_int_equal(not_after_of(c, PB_CERT_CA), ca);
+    /* Refused material: still the expiry of what is in use. */
+    install("expired-client");
+    assert_int_equal(pb_consumer_reload_tls(c, err, sizeof err), PB_ERR_CERTIFICATE);
+    assert_int_equal(not_after_of(c, PB_CERT_CLIENT), 1893456000);
+    assert_int_equal(not_after_of(c, PB_CERT_CA), ca);
+    pb_stats_t *st = pb_consumer_stats(c);
+    assert_int_equal(pb_stats_cert_not_after(st, (pb_cert_t)2), 0); /* a value this library does not know */
+    pb_stats_destroy(st);
+    assert_int_equal(pb_stats_cert_not_after(NULL, PB_CERT_CLIENT), 0);
+    install("predbridge-consumer");
+    finish(c);
+}
+
+/* After a refused reload the files hold another certificate than the connection uses; the periodic
+ * check watches the one in use too: a certificate valid for a few seconds is reported once expired. */
+static void test_reload_expiry_of_the_certificate_in_use_is_watched_when_the_files_hold_another(void **state) {
+    (void)state;
+    char err[1024], end[32];
+    time_t until = time(NULL) + 5;
+    struct tm tm;
+    strftime(end, sizeof end, "%Y%m%d%H%M%SZ", gmtime_r(&until, &tm));
+    sign_until("five-seconds", end);
+    g_more[0][0] = "tls.expiry.check_interval_s", g_more[0][1] = "1";
+    seen_t s;
+    pb_consumer_t *c = consumer(&s, NULL, NULL);
+    install("five-seconds");
+    assert_int_equal(pb_consumer_reload_tls(c, err, sizeof err), PB_OK);
+    assert_int_equal(not_after_of(c, PB_CERT_CLIENT), (int64_t)until);
+    install("predbridge-consumer"); /* good files, not loaded */
+    int64_t deadline = now_ms() + 15000;
+    while (s.certificate_errors == 0 && now_ms() < deadline) assert_int_equal(pb_consumer_poll(c, 100), PB_OK);
+    if (s.certificate_errors == 0) fail_msg("no error for the expired certificate in use");
+    assert_true(time(NULL) > until); /* not before it expired */
+    assert_non_null(strstr(s.last_cause, "periodic check of the TLS material: the client certificate in use "
+                                         "(CN=predbridge-consumer serial "));
+    assert_non_null(strstr(s.last_cause, "the TLS files hold another, not loaded) expired on "));
+    /* Before that, within tls.expiry.warn_days: warned. */
+    assert_true(log_count("client certificate in use (CN=predbridge-consumer") >= 2);
+    assert_true(log_count("in less than a day; renew it now") >= 1);
+    finish(c);
+}
+
 static void test_reload_logs_and_errors_hold_no_key_material(void **state) {
     (void)state;
     FILE *f = fopen(g_log, "r");
@@ -422,6 +514,8 @@ int main(void) {
         cmocka_unit_test(test_reload_inside_a_callback_or_after_close_is_state_error),
         cmocka_unit_test(test_reload_watch_reloads_renamed_files_and_reports_bad_ones_to_on_error),
         cmocka_unit_test(test_reload_material_is_checked_again_while_polling),
+        cmocka_unit_test(test_reload_stats_carry_the_expiry_of_the_material_in_use),
+        cmocka_unit_test(test_reload_expiry_of_the_certificate_in_use_is_watched_when_the_files_hold_another),
         cmocka_unit_test(test_reload_logs_and_errors_hold_no_key_material),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
