@@ -713,13 +713,19 @@ static void test_tls_material_expiring_soon_warns_with_date(void **state) {
     assert_contains(w.msg[0], "in 10 days");
 }
 
+/* A certificate of the short-lived (3-day) CA, which is then the only one in tls.ca. */
+static pbtls_settings_t short_ca_settings(const char *cert) {
+    pbtls_settings_t s = settings(cert, "predbridged.key");
+    s.ca = P("shortca.crt");
+    return s;
+}
+
 static void test_tls_material_ca_expiring_soon_warns(void **state) {
     (void)state;
-    pbtls_settings_t s = settings("shortca-client.crt", "predbridged.key");
+    pbtls_settings_t s = short_ca_settings("shortca-client.crt");
     pbtls_cert_info_t info;
     warns_t w;
     char err[1024], want[PATH_MAX + 200];
-    s.ca = P("shortca.crt");
     assert_int_equal(check(&s, time(NULL), &info, &w, err, sizeof err), 0);
     assert_int_equal(w.n, 2);
     snprintf(want, sizeof want, "tls.ca '%s': CA certificate 'CN=short-lived test CA' expires on ", s.ca);
@@ -732,12 +738,11 @@ static void test_tls_material_ca_expiring_soon_warns(void **state) {
 /* The leaf is valid for 10 days, its CA for 3: five days on, only chain verification can notice. */
 static void test_tls_material_expired_ca_valid_leaf_fails_naming_ca(void **state) {
     (void)state;
-    pbtls_settings_t s = settings("shortca-longleaf.crt", "predbridged.key");
+    pbtls_settings_t s = short_ca_settings("shortca-longleaf.crt");
+    time_t later = time(NULL) + 5 * 86400;
     pbtls_cert_info_t info;
     warns_t w;
     char err[2048], want[PATH_MAX + 200];
-    s.ca = P("shortca.crt");
-    time_t later = time(NULL) + 5 * 86400;
     assert_int_equal(check(&s, later, &info, &w, err, sizeof err), -1);
     assert_true(info.not_after > later); /* the leaf itself is still valid then */
     snprintf(want, sizeof want, "tls.cert '%s': does not verify against tls.ca '%s': certificate has expired "
