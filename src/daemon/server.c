@@ -899,8 +899,25 @@ static int held_up(const pbd_server_t *s) {
     return u.unsent > 0;
 }
 
+/* Records whose fdatasync failed are never acknowledged as accepted: their replies say failed, with
+ * the spool's reason, so their writers send them again. */
+static void fail_unsynced(pbd_server_t *s) {
+    uint64_t lo, hi;
+    char why[200];
+    if (!pbsp_take_failed(s->spool, &lo, &hi, why, sizeof why)) return;
+    for (conn_t *c = s->conns; c; c = c->next)
+        for (reply_t *r = c->head; r; r = r->next)
+            if (r->status == R_ACCEPTED && r->spool_seq >= lo && r->spool_seq <= hi) {
+                r->status = R_FAILED;
+                free(r->reason);
+                r->reason = strdup(why);
+            }
+    s->acks_waiting = 1;
+}
+
 /* Accepted replies waiting for durability go out once the spool says so. */
 static void settle_waiting(pbd_server_t *s) {
+    fail_unsynced(s);
     if (!s->acks_waiting) return;
     s->acks_waiting = 0;
     for (conn_t *c = s->conns, *next; c; c = next) {

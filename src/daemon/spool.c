@@ -53,7 +53,7 @@ typedef struct syncer {
     int started, stop, busy;
     int fd;                /* the active segment */
     uint64_t want, done;   /* seqs: written to fd / made durable */
-    int err;               /* errno of the last failed fdatasync, 0 after a success */
+    int failed;            /* errno of a failed fdatasync of fd: no more syncs until the loop seals it */
     int interval_ms;
     int event_fd;
 } syncer_t;
@@ -74,9 +74,10 @@ struct pbsp {
     int space_event; /* the disk was full; logged once writing works again */
     int size_full;   /* an append was refused by max_bytes; cleared when space is freed */
     time_t space_logged;
-    /* The next record to hand to the producer, and the length of the one at the head once known. */
+    /* The next record to hand to the producer (at cur_off, with a seq of at least cur_seq), and the
+     * length and seq of the one at the head once known. */
     seg_t *cur;
-    uint64_t cur_off, head_len;
+    uint64_t cur_off, cur_seq, head_len, head_seq;
     /* Read-back cache over one segment. */
     char *rbuf;
     size_t rcap, rlen;
@@ -86,7 +87,12 @@ struct pbsp {
     char peek_model[65536];
     uint64_t durable;
     syncer_t sync;
-    int sync_err_logged;
+    /* An fdatasync of the active segment failed: it is sealed (appends go to a new one) and the records
+     * fail_lo..fail_hi are reported by pbsp_take_failed, never as durable. */
+    int sealed;
+    uint64_t fail_lo, fail_hi;
+    char fail_why[160];
+    int sync_nospace; /* nospace came from fdatasync: only a synced probe shows the space is back */
 };
 
 /* ---- CRC-32C (Castagnoli), with the SSE4.2 instruction when the CPU has it ---- */
@@ -275,6 +281,13 @@ static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
     return s;
 }
 
+/* Puts the read cursor at the start of s (NULL: nowhere). */
+static void cur_start(pbsp_t *sp, seg_t *s) {
+    sp->cur = s;
+    sp->cur_off = SEG_HDR;
+    sp->cur_seq = s ? s->first_seq : 0;
+}
+
 static void seg_delete(pbsp_t *sp, seg_t *s) {
     char name[64];
     seg_name(name, sizeof name, s->no);
@@ -285,10 +298,7 @@ static void seg_delete(pbsp_t *sp, seg_t *s) {
     seg_t **pp = &sp->head;
     while (*pp != s) pp = &(*pp)->next;
     *pp = s->next;
-    if (sp->cur == s) {
-        sp->cur = s->next;
-        sp->cur_off = SEG_HDR;
-    }
+    if (sp->cur == s) cur_start(sp, s->next);
     if (sp->rseg == s) sp->rseg = NULL;
     sp->bytes -= s->size;
     sp->size_full = 0;
@@ -333,6 +343,26 @@ static seg_t *seg_of(const pbsp_t *sp, uint64_t seq) {
     return NULL;
 }
 
+/* Records seq as gone from s (delivered, or lost to damage). Returns 0 if it already was. */
+static int seg_drop(pbsp_t *sp, seg_t *s, uint64_t seq) {
+    if (done_get(s, seq)) return 0;
+    done_set(s, seq);
+    if (s->live) s->live--, sp->records--;
+    return 1;
+}
+
+/* After seg_drop: moves s's delivery mark on, and deletes s once nothing in it is left to deliver.
+ * Returns 1 if s was deleted. */
+static int seg_settle(pbsp_t *sp, seg_t *s) {
+    while (s->mark - s->first_seq < s->n_seq && done_get(s, s->mark)) s->mark++;
+    if (s->live == 0 && s != sp->tail) {
+        seg_delete(sp, s);
+        return 1;
+    }
+    if (s->mark - s->mark_saved >= MARK_EVERY) mark_save(sp, s);
+    return 0;
+}
+
 /* ---- group commit ---- */
 
 static void *syncer_main(void *arg) {
@@ -340,7 +370,7 @@ static void *syncer_main(void *arg) {
     int64_t last = 0;
     pthread_mutex_lock(&y->mu);
     while (!y->stop) {
-        if (y->want <= y->done) {
+        if (y->want <= y->done || y->failed) {
             pthread_cond_wait(&y->cv, &y->mu);
             continue;
         }
@@ -364,12 +394,10 @@ static void *syncer_main(void *arg) {
         last = pbclock_mono_ms();
         pthread_mutex_lock(&y->mu);
         y->busy = 0;
-        if (r == 0) {
-            if (target > y->done) y->done = target;
-            y->err = 0;
-        } else {
-            y->err = e;
-        }
+        /* After a failure a retry would succeed without writing the pages that failed (Linux reports
+         * a writeback error once): the loop seals the segment first (pbsp_serve). */
+        if (r != 0) y->failed = e;
+        else if (target > y->done) y->done = target;
         pthread_cond_broadcast(&y->cv);
         uint64_t one = 1;
         (void)!write(y->event_fd, &one, sizeof one);
@@ -400,9 +428,70 @@ static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
     }
     if (sp->wlen) space_recovered(sp);
     sp->wlen = 0;
-    sp->nospace = 0;
+    sp->nospace = sp->sync_nospace; /* a full disk that fdatasync found: pbsp_tick probes for space */
     sp->written_seq = sp->buffered_seq;
     return 0;
+}
+
+/* An fdatasync of the active segment failed with err. Linux reports a writeback error once and marks
+ * the pages that failed clean: a retry succeeds without writing them, and what they held may already
+ * be gone from memory. So no record written to this segment since its last successful sync may ever
+ * be called durable: they are reported failed (pbsp_take_failed; their writers send them again) and
+ * the segment is sealed: appends go to a new one, whose syncs mean something again. */
+static void sync_failed(pbsp_t *sp, int err) {
+    char name[64];
+    seg_name(name, sizeof name, sp->tail->no);
+    sp->sealed = 1;
+    if (err == ENOSPC || err == EDQUOT) sp->nospace = sp->space_event = sp->sync_nospace = 1;
+    if (sp->buffered_seq <= sp->durable) return; /* nothing was waiting for this sync */
+    if (!sp->fail_lo) sp->fail_lo = sp->durable + 1;
+    sp->fail_hi = sp->buffered_seq;
+    snprintf(sp->fail_why, sizeof sp->fail_why, "spool_fsync: fdatasync of %s failed: %s; not durable, send it again",
+             name, strerror(err));
+    PBLOG_E("spool.fsync", "spool.dir '%s': fdatasync of %s failed: %s; records %" PRIu64 "..%" PRIu64 " in it are not "
+            "durable and are answered failed (writers send them again); appends go to a new segment", sp->dir, name,
+            strerror(err), sp->fail_lo, sp->fail_hi);
+}
+
+/* Closes the active segment for appends: its bytes are written and made durable (or, if that fails or
+ * failed before, reported failed), and a new one starts. */
+static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
+    if (flush_wbuf(sp, errstr, errstr_size) != 0) return -1;
+    seg_t *old = sp->tail;
+    int interval = sp->o.fsync == PBSP_FSYNC_INTERVAL;
+    if (sp->o.fsync != PBSP_FSYNC_NEVER && !sp->sealed) {
+        int err = 0;
+        if (interval) {
+            pthread_mutex_lock(&sp->sync.mu);
+            while (sp->sync.busy) pthread_cond_wait(&sp->sync.cv, &sp->sync.mu);
+            if (sp->sync.done > sp->durable) sp->durable = sp->sync.done;
+            err = sp->sync.failed;
+        }
+        if (!err && fdatasync(old->fd) != 0) err = errno;
+        if (interval) pthread_mutex_unlock(&sp->sync.mu);
+        if (err) sync_failed(sp, err);
+    }
+    if (!seg_create(sp, errstr, errstr_size)) return -1;
+    /* Every record in the old segment is durable now, or reported failed. */
+    sp->sealed = 0;
+    sp->durable = sp->written_seq;
+    if (interval) {
+        pthread_mutex_lock(&sp->sync.mu);
+        sp->sync.fd = sp->tail->fd;
+        sp->sync.failed = 0;
+        sp->sync.want = sp->sync.done = sp->written_seq;
+        pthread_mutex_unlock(&sp->sync.mu);
+    }
+    /* A cursor at the very end of the old segment moves on; a fully delivered one goes. */
+    if (sp->cur == old && sp->cur_off >= old->size) cur_start(sp, sp->tail);
+    if (old->live == 0) seg_delete(sp, old);
+    return 0;
+}
+
+/* After sync_failed: appends move to a new segment now, or (if that fails) at the next append or tick. */
+static void seal(pbsp_t *sp) {
+    char e[256];
+    if (rotate(sp, e, sizeof e) != 0 && !sp->nospace) PBLOG_E("spool.write", "%s; retried at the next append", e);
 }
 
 /* Makes everything written durable per the policy (after flush_wbuf). */
@@ -412,18 +501,18 @@ static void make_durable(pbsp_t *sp) {
         sp->durable = sp->written_seq;
         break;
     case PBSP_FSYNC_ALWAYS:
-        if (sp->durable < sp->written_seq) {
+        if (!sp->sealed && sp->durable < sp->written_seq) {
             if (fdatasync(sp->tail->fd) == 0) {
                 sp->durable = sp->written_seq;
-            } else if (!sp->sync_err_logged++) {
-                PBLOG_E("spool.fsync", "spool.dir '%s': fdatasync failed: %s; acknowledgements wait until it succeeds",
-                        sp->dir, strerror(errno));
+            } else {
+                sync_failed(sp, errno);
+                seal(sp);
             }
         }
         break;
     case PBSP_FSYNC_INTERVAL:
         pthread_mutex_lock(&sp->sync.mu);
-        if (sp->sync.want < sp->written_seq) {
+        if (sp->sync.want < sp->written_seq && !sp->sealed) {
             /* Wake the syncer only from its idle wait. Waiting out the interval, or in fdatasync, it
              * sees the new target when it looks next; a signal per append (10,000 a second when
              * writers send lines one by one) only woke it to go back to sleep. */
@@ -434,41 +523,6 @@ static void make_durable(pbsp_t *sp) {
         pthread_mutex_unlock(&sp->sync.mu);
         break;
     }
-}
-
-/* Closes the active segment for appends: its bytes are written and made durable, a new one starts. */
-static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
-    if (flush_wbuf(sp, errstr, errstr_size) != 0) return -1;
-    seg_t *old = sp->tail;
-    if (sp->o.fsync != PBSP_FSYNC_NEVER) {
-        if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
-            pthread_mutex_lock(&sp->sync.mu);
-            while (sp->sync.busy) pthread_cond_wait(&sp->sync.cv, &sp->sync.mu);
-        }
-        int r = fdatasync(old->fd);
-        if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
-            if (r == 0 && sp->sync.done < sp->written_seq) sp->sync.done = sp->written_seq;
-            pthread_mutex_unlock(&sp->sync.mu);
-        }
-        if (r != 0) {
-            snprintf(errstr, errstr_size, "spool.dir '%s': fdatasync: %s", sp->dir, strerror(errno));
-            return -1;
-        }
-        sp->durable = sp->written_seq;
-    }
-    if (!seg_create(sp, errstr, errstr_size)) return -1;
-    if (sp->o.fsync == PBSP_FSYNC_INTERVAL) {
-        pthread_mutex_lock(&sp->sync.mu);
-        sp->sync.fd = sp->tail->fd;
-        pthread_mutex_unlock(&sp->sync.mu);
-    }
-    /* A cursor at the very end of the old segment moves on; a fully delivered one goes. */
-    if (sp->cur == old && sp->cur_off >= old->size) {
-        sp->cur = sp->tail;
-        sp->cur_off = SEG_HDR;
-    }
-    if (old->live == 0) seg_delete(sp, old);
-    return 0;
 }
 
 /* ---- appending ---- */
@@ -499,7 +553,7 @@ pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, c
         sp->size_full = 1;
         return PBSP_FULL;
     }
-    if (sp->tail->size > SEG_HDR && sp->tail->size + total > sp->o.segment_bytes) {
+    if (sp->sealed || (sp->tail->size > SEG_HDR && sp->tail->size + total > sp->o.segment_bytes)) {
         if (rotate(sp, errstr, errstr_size) != 0) return sp->nospace ? PBSP_FULL : PBSP_ERROR;
     }
     if (done_grow(sp->tail) != 0) {
@@ -543,6 +597,7 @@ pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, c
     if (t->next_to_send) {
         sp->cur = sp->tail;
         sp->cur_off = sp->tail->size;
+        sp->cur_seq = sp->head_seq = seq;
         sp->head_len = total;
     }
     sp->tail->size += total;
@@ -565,7 +620,16 @@ pbsp_status_t pbsp_commit(pbsp_t *sp, char *errstr, size_t errstr_size) {
 }
 
 uint64_t pbsp_durable_seq(const pbsp_t *sp) {
-    return sp->durable;
+    return sp->fail_lo ? sp->fail_lo - 1 : sp->durable; /* not past failed records until they are taken */
+}
+
+int pbsp_take_failed(pbsp_t *sp, uint64_t *lo, uint64_t *hi, char *why, size_t why_size) {
+    if (!sp->fail_lo) return 0;
+    *lo = sp->fail_lo;
+    *hi = sp->fail_hi;
+    snprintf(why, why_size, "%s", sp->fail_why);
+    sp->fail_lo = sp->fail_hi = 0;
+    return 1;
 }
 
 int pbsp_event_fd(const pbsp_t *sp) {
@@ -579,12 +643,12 @@ void pbsp_serve(pbsp_t *sp) {
     }
     pthread_mutex_lock(&sp->sync.mu);
     if (sp->sync.done > sp->durable) sp->durable = sp->sync.done;
-    int err = sp->sync.err;
+    int err = sp->sync.failed;
     pthread_mutex_unlock(&sp->sync.mu);
-    if (err && !sp->sync_err_logged++)
-        PBLOG_E("spool.fsync", "spool.dir '%s': fdatasync failed: %s; acknowledgements wait until it succeeds", sp->dir,
-                strerror(err));
-    if (!err) sp->sync_err_logged = 0;
+    if (err && !sp->sealed) {
+        sync_failed(sp, err);
+        seal(sp);
+    }
 }
 
 /* ---- reading back ---- */
@@ -623,6 +687,29 @@ static uint64_t damaged_span(const unsigned char *p, uint64_t len) {
     return len;
 }
 
+/* The damaged span p[0, span) at the cursor in s (avail bytes readable at p) was found at run time:
+ * every record it covered is lost. They are the seqs from the cursor's up to the record after the span
+ * (or the end of what s holds): each is counted out of the spool as if delivered, so the counts stay
+ * true and s can still be deleted. Returns 1 if s was deleted (the cursor moved on). */
+static int drop_damaged(pbsp_t *sp, seg_t *s, const unsigned char *p, uint64_t span, uint64_t avail) {
+    uint64_t lo = sp->cur_seq > s->first_seq ? sp->cur_seq : s->first_seq, end = s->first_seq + s->n_seq;
+    view_t v;
+    if (span < avail && parse_record(p + span, avail - span, &v) == 1) end = v.seq;
+    else if (s == sp->tail) end = sp->written_seq + 1; /* buffered records are not in the file yet */
+    if (end > s->first_seq + s->n_seq) end = s->first_seq + s->n_seq;
+    uint64_t lost = 0;
+    for (uint64_t q = lo; q < end; q++) {
+        if (!seg_drop(sp, s, q)) continue;
+        lost++;
+        if (sp->unsent) sp->unsent--;
+    }
+    PBLOG_E("spool.corrupt", "spool.dir '%s': segment %" PRIu64 " is damaged at offset %" PRIu64 " (%" PRIu64
+            " bytes, moved aside to corrupt/): %" PRIu64 " records lost from the spool (seqs %" PRIu64 "..%" PRIu64 ")",
+            sp->dir, s->no, sp->cur_off, span, lost, lo, end - 1);
+    if (end > sp->cur_seq) sp->cur_seq = end;
+    return seg_settle(sp, s);
+}
+
 int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errstr, size_t errstr_size) {
     for (;;) {
         seg_t *s = sp->cur;
@@ -634,8 +721,7 @@ int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errs
         }
         if (sp->cur_off >= limit) {
             if (s == sp->tail) return 0;
-            sp->cur = s->next;
-            sp->cur_off = SEG_HDR;
+            cur_start(sp, s->next);
             continue;
         }
         int64_t avail = read_at(sp, s, sp->cur_off, REC_HDR, limit);
@@ -655,17 +741,14 @@ int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errs
             if (avail < 0) goto read_error;
             const unsigned char *p = (unsigned char *)sp->rbuf + (sp->cur_off - sp->roff);
             uint64_t span = damaged_span(p, (uint64_t)avail);
-            PBLOG_E("spool.corrupt", "spool.dir '%s': segment %" PRIu64 " is damaged at offset %" PRIu64
-                    " (%" PRIu64 " bytes); moved aside, at least one record is lost from the spool",
-                    sp->dir, s->no, sp->cur_off, span);
             move_aside(sp, s, sp->cur_off, p, (size_t)span, "damaged");
+            if (drop_damaged(sp, s, p, span, (uint64_t)avail)) continue; /* s was deleted */
             sp->cur_off += span;
-            if (s->live) s->live--, sp->records--;
-            if (sp->unsent) sp->unsent--;
             continue;
         }
         if (v.seq >= s->first_seq && v.seq - s->first_seq < s->n_seq && done_get(s, v.seq)) {
             sp->cur_off += v.total; /* delivered before a restart: not sent again */
+            sp->cur_seq = v.seq + 1;
             continue;
         }
         r->value = malloc(v.value_len ? v.value_len : 1);
@@ -688,6 +771,7 @@ int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errs
         *ref = ref_of(v.seq);
         *seq = v.seq;
         sp->head_len = v.total;
+        sp->head_seq = v.seq;
         return 1;
     read_error:
         snprintf(errstr, errstr_size, "spool.dir '%s': cannot read segment %" PRIu64 ": %s", sp->dir, s->no,
@@ -699,12 +783,10 @@ int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errs
 void pbsp_advance(pbsp_t *sp) {
     if (!sp->unsent) return;
     sp->cur_off += sp->head_len;
+    sp->cur_seq = sp->head_seq + 1;
     sp->head_len = 0;
     sp->unsent--;
-    if (sp->cur != sp->tail && sp->cur_off >= sp->cur->size) {
-        sp->cur = sp->cur->next;
-        sp->cur_off = SEG_HDR;
-    }
+    if (sp->cur != sp->tail && sp->cur_off >= sp->cur->size) cur_start(sp, sp->cur->next);
 }
 
 /* ---- retiring ---- */
@@ -712,15 +794,8 @@ void pbsp_advance(pbsp_t *sp) {
 void pbsp_retire(pbsp_t *sp, void *ref) {
     uint64_t seq = seq_of(ref);
     seg_t *s = seg_of(sp, seq);
-    if (!s || done_get(s, seq)) return; /* already retired */
-    done_set(s, seq);
-    if (s->live) s->live--, sp->records--;
-    while (s->mark - s->first_seq < s->n_seq && done_get(s, s->mark)) s->mark++;
-    if (s->live == 0 && s != sp->tail) {
-        seg_delete(sp, s);
-        return;
-    }
-    if (s->mark - s->mark_saved >= MARK_EVERY) mark_save(sp, s);
+    if (!s || !seg_drop(sp, s, seq)) return; /* already retired */
+    (void)seg_settle(sp, s);
 }
 
 int pbsp_set_aside(pbsp_t *sp, void *ref, const void *value, size_t value_len) {
@@ -744,9 +819,25 @@ int pbsp_set_aside(pbsp_t *sp, void *ref, const void *value, size_t value_len) {
     return 0;
 }
 
+/* After fdatasync said the disk is full: 1 once a block can be written and synced again. A scratch
+ * file, so that no segment's sync is spent (and its error consumed) on the probe. */
+static int space_back(pbsp_t *sp) {
+    static const char block[4096];
+    int fd = openat(sp->dir_fd, "space-probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && write_all_at(fd, block, sizeof block, 0) == 0 && fdatasync(fd) == 0;
+    if (fd >= 0) close(fd);
+    (void)unlinkat(sp->dir_fd, "space-probe", 0);
+    return ok;
+}
+
 void pbsp_tick(pbsp_t *sp) {
     char e[256];
-    if (sp->nospace) {
+    if (sp->sync_nospace && space_back(sp)) {
+        sp->sync_nospace = sp->nospace = 0;
+        space_recovered(sp);
+    }
+    if (sp->sealed) seal(sp);
+    if (sp->nospace && !sp->sync_nospace) {
         /* Nothing buffered: the next append finds out (a segment may need creating). */
         if (sp->wlen == 0) sp->nospace = 0;
         else if (flush_wbuf(sp, e, sizeof e) == 0) make_durable(sp);
@@ -760,11 +851,10 @@ void pbsp_tick(pbsp_t *sp) {
             sp->bytes -= t->size - SEG_HDR;
             sp->size_full = 0;
             t->size = sp->tail_written = SEG_HDR;
-            sp->cur = t;
-            sp->cur_off = SEG_HDR;
             if (sp->rseg == t) sp->rseg = NULL;
             t->first_seq = t->mark = sp->next_seq;
             t->n_seq = 0;
+            cur_start(sp, t);
             memset(t->done, 0, t->done_words * sizeof *t->done);
             mark_save(sp, t);
         }
@@ -795,6 +885,8 @@ int pbsp_fsync_parse(const char *name) {
 
 /* ---- recovery ---- */
 
+/* Reads a whole segment file. Anything short of all of it is an error (errno set; an unexpected end
+ * is EIO): what was not read would look like a torn tail, and recovery would cut valid records off. */
 static int read_file(int dir_fd, const char *name, unsigned char **out, uint64_t *len) {
     int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -804,14 +896,19 @@ static int read_file(int dir_fd, const char *name, unsigned char **out, uint64_t
     }
     unsigned char *b = malloc((size_t)st.st_size + 1);
     size_t got = 0;
-    while (b && got < (size_t)st.st_size) {
+    int err = b ? 0 : ENOMEM;
+    while (!err && got < (size_t)st.st_size) {
         ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
+        if (n <= 0) err = n < 0 ? errno : EIO;
+        else got += (size_t)n;
     }
     close(fd);
-    if (!b) return -1;
+    if (err) {
+        free(b);
+        errno = err;
+        return -1;
+    }
     *out = b;
     *len = got;
     return 0;
@@ -1013,7 +1110,12 @@ static int recover(pbsp_t *sp, pbsp_recovery_t *rec, char *errstr, size_t errstr
             if (n == cap) {
                 cap = cap ? cap * 2 : 64;
                 uint64_t *a = realloc(nos, cap * sizeof *a);
-                if (!a) break;
+                if (!a) { /* the segments left out would be lost to replay, and their names reused */
+                    closedir(d);
+                    free(nos);
+                    snprintf(errstr, errstr_size, "spool.dir '%s': out of memory listing its segments", sp->dir);
+                    return -1;
+                }
                 nos = a;
             }
             nos[n++] = no;
@@ -1086,8 +1188,7 @@ pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, s
     if (!sp->tail && !seg_create(sp, errstr, errstr_size)) goto fail;
     /* Appends go to a fresh segment; recovered ones are read, replayed and deleted. */
     if (sp->tail->size > SEG_HDR && !seg_create(sp, errstr, errstr_size)) goto fail;
-    sp->cur = sp->head;
-    sp->cur_off = SEG_HDR;
+    cur_start(sp, sp->head);
     sp->written_seq = sp->buffered_seq = sp->durable = sp->next_seq - 1;
     if (o->fsync == PBSP_FSYNC_INTERVAL) {
         syncer_t *y = &sp->sync;

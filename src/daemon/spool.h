@@ -58,7 +58,8 @@ typedef enum {
 
 /* Opens (creating if needed) and locks the spool directory, and recovers what is in it: torn tails
  * are truncated, corrupt records moved aside, the rest queued for replay. Returns NULL with errstr
- * naming the directory or file at fault (also when another predbridged holds the lock). */
+ * naming the directory or file at fault (also when another predbridged holds the lock, when a segment
+ * cannot be read whole: nothing is truncated then, and without memory). */
 pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, size_t errstr_size);
 
 /* Syncs what is written (per the policy) and closes. Undelivered records stay for the next start. */
@@ -82,8 +83,15 @@ pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, c
  * and is written later; pbsp_full() is true meanwhile) or PBSP_ERROR. */
 pbsp_status_t pbsp_commit(pbsp_t *sp, char *errstr, size_t errstr_size);
 
-/* Every record with seq <= this is durable per the policy. */
+/* Every record with seq <= this is durable per the policy, or was reported by pbsp_take_failed. */
 uint64_t pbsp_durable_seq(const pbsp_t *sp);
+
+/* Records whose fdatasync failed (interval, always): 1 with the seqs lo..hi and why (for the writers'
+ * replies), once per failure; 0 if there is none. They must not be acknowledged as accepted: a later
+ * successful sync of the same file does not write them (Linux reports a writeback error only once),
+ * which is why pbsp_durable_seq stays below lo until they are taken. They stay in the spool and are
+ * still sent if they can be read back. The segment holding them is sealed: appends go to a new one. */
+int pbsp_take_failed(pbsp_t *sp, uint64_t *lo, uint64_t *hi, char *why, size_t why_size);
 
 /* Interval policy: readable when pbsp_durable_seq advanced; call pbsp_serve then. -1 otherwise. */
 int pbsp_event_fd(const pbsp_t *sp);
@@ -106,8 +114,9 @@ void pbsp_retire(pbsp_t *sp, void *ref);
  * could not be written (it is then kept in the spool and replayed at the next start). */
 int pbsp_set_aside(pbsp_t *sp, void *ref, const void *value, size_t value_len);
 
-/* Once a second: empties the active segment when everything in it was delivered, and retries a
- * write that failed because the disk was full. */
+/* Once a second: empties the active segment when everything in it was delivered, retries a write
+ * that failed because the disk was full (or, if fdatasync said so, checks whether space is back), and
+ * retries moving appends off a segment whose sync failed. */
 void pbsp_tick(pbsp_t *sp);
 
 /* 1 while appends would return PBSP_FULL (size bound or disk full); pbsp_disk_full: the disk. */

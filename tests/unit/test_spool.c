@@ -19,6 +19,54 @@
 #include "common/log.h"
 #include "spool.h"
 
+/* ---- system calls a test makes fail (linked with --wrap, see tests/CMakeLists.txt) ---- */
+
+int __real_fdatasync(int fd);
+ssize_t __real_read(int fd, void *buf, size_t n);
+void *__real_realloc(void *p, size_t n);
+int __wrap_fdatasync(int fd);
+ssize_t __wrap_read(int fd, void *buf, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+
+/* The next fdatasync_fails calls fail with fdatasync_errno (the interval syncer calls from its thread). */
+static _Atomic int fdatasync_fails, fdatasync_errno;
+/* read(): read_chunk > 0: at most that many bytes a call, every other call interrupted (EINTR);
+ * read_eio_after >= 0: fails with EIO once that many bytes were read. */
+static size_t read_chunk, read_total;
+static long read_eio_after = -1;
+static int read_calls;
+/* > 0: the realloc_fail_at-th realloc from now returns NULL. */
+static int realloc_fail_at;
+
+int __wrap_fdatasync(int fd) {
+    if (fdatasync_fails > 0) {
+        fdatasync_fails--;
+        errno = fdatasync_errno;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+ssize_t __wrap_read(int fd, void *buf, size_t n) {
+    if (read_chunk && read_calls++ % 2 == 0) return errno = EINTR, -1;
+    if (read_chunk && n > read_chunk) n = read_chunk;
+    if (read_eio_after >= 0 && read_total >= (size_t)read_eio_after) return errno = EIO, -1;
+    if (read_eio_after >= 0 && read_total + n > (size_t)read_eio_after) n = (size_t)read_eio_after - read_total;
+    ssize_t got = __real_read(fd, buf, n);
+    if (got > 0) read_total += (size_t)got;
+    return got;
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+    if (realloc_fail_at > 0 && --realloc_fail_at == 0) return NULL;
+    return __real_realloc(p, n);
+}
+
+static void fail_fdatasync(int err, int times) {
+    fdatasync_errno = err;
+    fdatasync_fails = times;
+}
+
 typedef struct fixture {
     char dir[64];
     pbsp_options_t o;
@@ -36,6 +84,10 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    fdatasync_fails = 0;
+    read_chunk = read_total = 0;
+    read_eio_after = -1;
+    realloc_fail_at = 0;
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     if (system(cmd) != 0) return -1;
@@ -323,6 +375,203 @@ static void test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest(
     pbsp_close(sp);
 }
 
+static void wait_durable(pbsp_t *sp, uint64_t seq) {
+    for (int i = 0; i < 500 && pbsp_durable_seq(sp) < seq; i++) {
+        struct pollfd p = {.fd = pbsp_event_fd(sp), .events = POLLIN};
+        (void)poll(&p, 1, 10);
+        pbsp_serve(sp);
+    }
+}
+
+/* Offsets of the records in a segment file (its first n_max), from their magic. */
+static size_t record_offsets(const char *path, long *off, size_t n_max, char *buf, size_t size, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    *len = fread(buf, 1, size, fp);
+    fclose(fp);
+    size_t n = 0;
+    for (size_t i = 24; i + 4 <= *len && n < n_max; i++)
+        if (memcmp(buf + i, "PBR1", 4) == 0) off[n++] = (long)i;
+    return n;
+}
+
+static void test_spool_always_never_acknowledges_records_whose_fdatasync_failed(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync = PBSP_FSYNC_ALWAYS;
+    pbsp_t *sp = open_ok(f, NULL);
+    pbsp_ticket_t a = append(sp, 0), b = append(sp, 1);
+    fail_fdatasync(EIO, 1);
+    commit(sp);
+    assert_true(pbsp_durable_seq(sp) < a.seq);
+    /* A later sync of the same file would succeed without writing what failed: it must not count. */
+    pbsp_ticket_t c = append(sp, 2);
+    commit(sp);
+    assert_true(pbsp_durable_seq(sp) < a.seq);
+    uint64_t lo, hi;
+    char why[200];
+    assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 1);
+    assert_true(lo <= a.seq && hi >= b.seq && hi < c.seq);
+    assert_non_null(strstr(why, "seg-"));
+    assert_non_null(strstr(why, strerror(EIO)));
+    assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 0); /* reported once */
+    /* c went to a new segment, whose sync is trusted. */
+    assert_true(pbsp_durable_seq(sp) >= c.seq);
+    assert_int_equal(count_files(f->dir, "seg-"), 2);
+    /* The failed records stay in the spool and are still sent. */
+    for (int i = 0; i < 3; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+    pbsp_close(sp);
+}
+
+/* Serves the interval syncer until it reports failed records (5 s at most); meanwhile seq must never
+ * look durable. */
+static int wait_failed(pbsp_t *sp, uint64_t seq, uint64_t *lo, uint64_t *hi, char *why, size_t size) {
+    for (int i = 0; i < 500; i++) {
+        struct pollfd p = {.fd = pbsp_event_fd(sp), .events = POLLIN};
+        (void)poll(&p, 1, 10);
+        pbsp_serve(sp);
+        assert_true(pbsp_durable_seq(sp) < seq);
+        if (pbsp_take_failed(sp, lo, hi, why, size)) return 1;
+    }
+    return 0;
+}
+
+static void test_spool_interval_never_acknowledges_records_whose_fdatasync_failed(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync = PBSP_FSYNC_INTERVAL;
+    pbsp_t *sp = open_ok(f, NULL);
+    fail_fdatasync(EIO, 1);
+    pbsp_ticket_t a = append(sp, 0);
+    commit(sp);
+    uint64_t lo, hi;
+    char why[200];
+    assert_true(wait_failed(sp, a.seq, &lo, &hi, why, sizeof why));
+    assert_true(lo <= a.seq && hi >= a.seq);
+    assert_non_null(strstr(why, strerror(EIO)));
+    pbsp_ticket_t b = append(sp, 1);
+    commit(sp);
+    wait_durable(sp, b.seq);
+    assert_true(pbsp_durable_seq(sp) >= b.seq);
+    assert_int_equal(count_files(f->dir, "seg-"), 2); /* b is in a new segment */
+    pbsp_close(sp);
+}
+
+static void test_spool_full_disk_reported_by_fdatasync_pauses_until_space_returns(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync = PBSP_FSYNC_ALWAYS;
+    pbsp_t *sp = open_ok(f, NULL);
+    pbsp_ticket_t a = append(sp, 0);
+    fail_fdatasync(ENOSPC, 2); /* the commit's sync, and the first probe for space */
+    commit(sp);
+    assert_true(pbsp_disk_full(sp));
+    assert_true(pbsp_full(sp));
+    uint64_t lo, hi;
+    char why[200];
+    assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 1);
+    assert_true(lo <= a.seq && hi >= a.seq);
+    pbd_record_t r = {.value = "{}", .value_len = 2, .id = "x", .timestamp_ms = 1};
+    pbsp_ticket_t t;
+    char err[256];
+    assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_FULL);
+    pbsp_tick(sp); /* still full */
+    assert_true(pbsp_disk_full(sp));
+    assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_FULL);
+    pbsp_tick(sp); /* space is back */
+    assert_false(pbsp_full(sp));
+    assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_OK);
+    commit(sp);
+    assert_true(pbsp_durable_seq(sp) >= t.seq);
+    pbsp_close(sp);
+}
+
+static void test_spool_refuses_to_open_when_a_segment_cannot_be_read_whole(void **state) {
+    fixture_t *f = *state;
+    char seg[600];
+    spool_of_five(f, seg, sizeof seg);
+    struct stat before, after;
+    assert_int_equal(stat(seg, &before), 0);
+    read_eio_after = 100; /* within the first record */
+    char err[512] = "";
+    pbsp_recovery_t rec;
+    assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
+    assert_non_null(strstr(err, strrchr(seg, '/') + 1));
+    assert_non_null(strstr(err, strerror(EIO)));
+    assert_int_equal(stat(seg, &after), 0);
+    assert_int_equal(after.st_size, before.st_size); /* nothing was cut off */
+    read_eio_after = -1;
+    pbsp_t *sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 5);
+    pbsp_close(sp);
+}
+
+static void test_spool_recovers_through_short_and_interrupted_reads(void **state) {
+    fixture_t *f = *state;
+    char seg[600];
+    spool_of_five(f, seg, sizeof seg);
+    read_chunk = 7;
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    read_chunk = 0;
+    assert_int_equal(rec.records, 5);
+    assert_int_equal(rec.torn_bytes, 0);
+    for (int i = 0; i < 5; i++) expect_next(sp, i);
+    pbsp_close(sp);
+}
+
+static void test_spool_refuses_to_open_without_memory_to_list_its_segments(void **state) {
+    fixture_t *f = *state;
+    f->o.segment_bytes = 4096;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 3000; i++) append(sp, i);
+    commit(sp);
+    pbsp_close(sp);
+    assert_true(count_files(f->dir, "seg-") > 64); /* the listing grows past its first 64 entries */
+    realloc_fail_at = 2;
+    char err[512] = "";
+    pbsp_recovery_t rec;
+    assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
+    assert_non_null(strstr(err, "out of memory"));
+    assert_non_null(strstr(err, f->dir));
+    realloc_fail_at = 0;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 3000);
+    pbsp_close(sp);
+}
+
+static void test_spool_damage_found_at_run_time_accounts_for_every_record_it_covers(void **state) {
+    fixture_t *f = *state;
+    f->o.segment_bytes = 4096;
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 60; i++) append(sp, i);
+    commit(sp);
+    assert_int_equal(count_files(f->dir, "seg-"), 2);
+    /* Records 5, 6 and half of 7 of the first segment are overwritten after they were written. */
+    char first[600], buf[8192];
+    snprintf(first, sizeof first, "%s/seg-00000000000000000001.pbs", f->dir);
+    long off[9];
+    size_t len;
+    assert_int_equal(record_offsets(first, off, 9, buf, sizeof buf, &len), 9);
+    int fd = open(first, O_WRONLY);
+    assert_true(fd >= 0);
+    size_t n = (size_t)((off[7] + off[8]) / 2 - off[5]);
+    memset(buf, 'x', n);
+    assert_int_equal(pwrite(fd, buf, n, off[5]), (ssize_t)n);
+    close(fd);
+
+    for (int i = 0; i < 5; i++) pbsp_retire(sp, expect_next(sp, i));
+    for (int i = 8; i < 60; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.unsent, 0);
+    assert_int_equal(u.records, 0);
+    assert_int_equal(count_files(f->dir, "seg-"), 1); /* the damaged segment was deleted */
+    char corrupt[128];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
+    assert_int_equal(count_files(corrupt, "seg-"), 1);
+    pbsp_close(sp);
+}
+
 static void test_spool_refuses_appends_beyond_its_size_bound_until_records_retire(void **state) {
     fixture_t *f = *state;
     f->o.max_bytes = 16384;
@@ -353,14 +602,6 @@ static void test_spool_refuses_appends_beyond_its_size_bound_until_records_retir
     assert_false(pbsp_full(sp));
     assert_int_equal(pbsp_append(sp, &r, &t, err, sizeof err), PBSP_OK);
     pbsp_close(sp);
-}
-
-static void wait_durable(pbsp_t *sp, uint64_t seq) {
-    for (int i = 0; i < 500 && pbsp_durable_seq(sp) < seq; i++) {
-        struct pollfd p = {.fd = pbsp_event_fd(sp), .events = POLLIN};
-        (void)poll(&p, 1, 10);
-        pbsp_serve(sp);
-    }
 }
 
 static void test_spool_acknowledges_only_what_the_policy_made_durable(void **state) {
@@ -453,6 +694,13 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_directory_is_locked_against_a_second_daemon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_names_an_unusable_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_sets_refused_records_aside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_always_never_acknowledges_records_whose_fdatasync_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_interval_never_acknowledges_records_whose_fdatasync_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_full_disk_reported_by_fdatasync_pauses_until_space_returns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_refuses_to_open_when_a_segment_cannot_be_read_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_recovers_through_short_and_interrupted_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_refuses_to_open_without_memory_to_list_its_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_damage_found_at_run_time_accounts_for_every_record_it_covers, setup, teardown),
         cmocka_unit_test(test_spool_fsync_policy_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
