@@ -20,8 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SEG_MAGIC "PBSPOOL1"
-#define SEG_HDR 24u /* magic, segment number, delivery mark */
+#define SEG_MAGIC "PBSPOOL" /* followed by the format version, one character */
+#define SEG_VERSION '2'
+#define SEG_HDR 28u /* magic and version, segment number, delivery mark, CRC-32C of those 24 bytes */
 #define MARK_EVERY 1024 /* the delivery mark is written after this many more deliveries */
 #define REC_MAGIC "PBR1"
 #define REC_HDR 12u                        /* magic, body length, CRC */
@@ -192,6 +193,15 @@ static int parse_record(const unsigned char *p, uint64_t avail, view_t *v) {
 
 /* ---- files ---- */
 
+/* A segment's header. Checksummed: a damaged mark could make undelivered records look delivered. */
+static void seg_header(unsigned char *h, uint64_t no, uint64_t mark) {
+    memcpy(h, SEG_MAGIC, 7);
+    h[7] = SEG_VERSION;
+    put64(h + 8, no);
+    put64(h + 16, mark);
+    put32(h + 24, crc_update(0xFFFFFFFFu, h, 24));
+}
+
 static void seg_name(char *out, size_t size, uint64_t no) {
     snprintf(out, size, "seg-%020" PRIu64 ".pbs", no);
 }
@@ -254,9 +264,7 @@ static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
     s->no = sp->next_no++;
     seg_name(name, sizeof name, s->no);
     s->fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    memcpy(hdr, SEG_MAGIC, 8);
-    put64(hdr + 8, s->no);
-    put64(hdr + 16, sp->next_seq);
+    seg_header(hdr, s->no, sp->next_seq);
     s->first_seq = s->mark = s->mark_saved = sp->next_seq;
     if (s->fd < 0 || write_all_at(s->fd, hdr, SEG_HDR, 0) != 0) {
         snprintf(errstr, errstr_size, "spool.dir '%s': cannot create %s: %s", sp->dir, name, strerror(errno));
@@ -330,10 +338,11 @@ static int done_grow(seg_t *s) {
     return 0;
 }
 
+/* Writes s's mark: the whole header, so that its checksum matches. */
 static void mark_save(pbsp_t *sp, seg_t *s) {
-    unsigned char m[8];
-    put64(m, s->mark);
-    if (write_all_at(s->fd, m, 8, 16) == 0) s->mark_saved = s->mark;
+    unsigned char h[SEG_HDR];
+    seg_header(h, s->no, s->mark);
+    if (write_all_at(s->fd, h, SEG_HDR, 0) == 0) s->mark_saved = s->mark;
     (void)sp;
 }
 
@@ -949,7 +958,17 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
         return -1;
     }
     seg_t tmp_seg = {.no = no};
-    if (len < SEG_HDR || memcmp(data, SEG_MAGIC, 8) != 0 || get64(data + 8) != no) {
+    if (len >= SEG_HDR && memcmp(data, SEG_MAGIC, 7) == 0 && data[7] != SEG_VERSION) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': %s is in spool format version '%c'; this predbridged reads version "
+                 "'%c' only (drain that spool with the version that wrote it, or move it away)", sp->dir, name,
+                 data[7] >= 0x20 && data[7] < 0x7F ? data[7] : '?', SEG_VERSION);
+        free(data);
+        return -1;
+    }
+    /* A header that fails its checksum is damage to the mark (or the number, which the name gives):
+     * the mark is not trusted, every record is replayed, and the header is written again. */
+    int hdr_damaged = len >= SEG_HDR && crc_update(0xFFFFFFFFu, data, 24) != get32(data + 24);
+    if (len < SEG_HDR || memcmp(data, SEG_MAGIC, 7) != 0 || (!hdr_damaged && get64(data + 8) != no)) {
         if (len > 0) {
             PBLOG_E("spool.corrupt", "spool.dir '%s': %s is not a spool segment (bad header); moved aside to corrupt/",
                     sp->dir, name);
@@ -960,8 +979,11 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
         return 0;
     }
     uint64_t *keep_off = NULL, *keep_len = NULL, n_keep = 0, cap = 0, max_seq = 0, min_seq = UINT64_MAX;
-    uint64_t pos = SEG_HDR, live = 0, mark = get64(data + 16);
+    uint64_t pos = SEG_HDR, live = 0, mark = hdr_damaged ? 0 : get64(data + 16);
     int damaged = 0;
+    if (hdr_damaged)
+        PBLOG_E("spool.corrupt", "spool.dir '%s': %s has a damaged header (failed checksum): its delivery mark is not "
+                "trusted, every record in it is replayed", sp->dir, name);
     while (pos < len) {
         view_t v;
         int pr = parse_record(data + pos, len - pos, &v);
@@ -1064,6 +1086,7 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
     free(data), free(keep_off), free(keep_len);
     s->mark = s->mark_saved = mark > s->first_seq ? mark : s->first_seq;
     s->no = no;
+    if (hdr_damaged) mark_save(sp, s);
     s->size = size;
     s->live = live;
     if (sp->tail) sp->tail->next = s;

@@ -1,16 +1,17 @@
 /* spool.h: predbridged's on-disk spool. Every accepted prediction is appended here before it is
  * acknowledged, handed to the producer in order, and retired once the broker acknowledged it.
  *
- * Layout: spool.dir holds segment files "seg-<20-digit number>.pbs", each a 24-byte header
- * ("PBSPOOL1", the segment number, and the delivery mark: every record with a lower seq was
- * delivered; little-endian) followed by records:
+ * Layout: spool.dir holds segment files "seg-<20-digit number>.pbs", each a 28-byte header
+ * ("PBSPOOL" and the format version '2', the segment number, the delivery mark: every record with a
+ * lower seq was delivered, and the CRC-32C of those 24 bytes; little-endian) followed by records:
  *     magic "PBR1" | u32 body length | u32 CRC-32C of the body | body
  *     body = u64 seq | i64 timestamp_ms | u8 id length | u16 model length | u32 key length |
  *            u32 value length | id | model_version | key | value
  * A segment is deleted once every record in it was delivered. The mark is rewritten after every
  * 1,024 deliveries and once a second. At open, records at or above the mark are replayed: some may
  * be duplicates of records the broker already has (delivered out of order, or after the mark was
- * last written); their pb-id is the same, so libpredbridge drops them.
+ * last written); their pb-id is the same, so libpredbridge drops them. A segment whose header fails
+ * its checksum is replayed whole; one of another format version stops pbsp_open.
  *
  * Durability ("accepted" means pbsp_durable_seq() >= the record's seq):
  *   never:    written to the file (the page cache): survives the process being killed, not a

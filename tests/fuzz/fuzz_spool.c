@@ -47,7 +47,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     snprintf(path, sizeof path, "%s/seg-00000000000000000001.pbs", dir);
     FILE *f = fopen(path, "wb");
     if (!f) abort();
-    static const unsigned char hdr[24] = {'P', 'B', 'S', 'P', 'O', 'O', 'L', '1', 1};
+    /* Format version 2: magic and version, segment 1, mark 0, and the CRC-32C of those 24 bytes. */
+    unsigned char hdr[28] = {'P', 'B', 'S', 'P', 'O', 'O', 'L', '2', 1};
+    uint32_t crc = 0xFFFFFFFFu;
+    for (int i = 0; i < 24; i++) {
+        crc ^= hdr[i];
+        for (int k = 0; k < 8; k++) crc = crc & 1 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    }
+    for (int i = 0; i < 4; i++) hdr[24 + i] = (unsigned char)(crc >> (8 * i));
     fwrite(hdr, 1, sizeof hdr, f);
     fwrite(data, 1, size, f);
     fclose(f);

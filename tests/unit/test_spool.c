@@ -67,6 +67,8 @@ static void fail_fdatasync(int err, int times) {
     fdatasync_fails = times;
 }
 
+#define SEG_HEADER 28 /* a segment file's header */
+
 typedef struct fixture {
     char dir[64];
     pbsp_options_t o;
@@ -286,26 +288,40 @@ static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
     for (int i = 0; i < 10; i++) pbsp_retire(sp, expect_next(sp, i));
     pbsp_usage_t u;
     pbsp_get_usage(sp, &u);
-    assert_true(u.bytes > 24 + 10 * 50);
+    assert_true(u.bytes > SEG_HEADER + 10 * 50);
     pbsp_tick(sp);
     pbsp_get_usage(sp, &u);
-    assert_int_equal(u.bytes, 24); /* the header */
+    assert_int_equal(u.bytes, SEG_HEADER);
     char seg[600];
     segment_path(f->dir, seg, sizeof seg);
     struct stat st;
     assert_int_equal(stat(seg, &st), 0);
-    assert_int_equal(st.st_size, 24);
+    assert_int_equal(st.st_size, SEG_HEADER);
     append(sp, 10);
     expect_next(sp, 10);
     pbsp_close(sp);
 }
 
+/* Opening the spool again recovers exactly `records` records, with nothing torn. */
+static void reopen_expect(fixture_t *f, uint64_t records) {
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, records);
+    assert_int_equal(rec.torn_bytes, 0);
+    pbsp_close(sp);
+}
+
+/* An open spool holding records 0..n-1, written. */
+static pbsp_t *spool_of(fixture_t *f, int n) {
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < n; i++) append(sp, i);
+    commit(sp);
+    return sp;
+}
+
 /* A closed spool holding records 0..4 in one segment, whose path goes to seg. */
 static void spool_of_five(fixture_t *f, char *seg, size_t size) {
-    pbsp_t *sp = open_ok(f, NULL);
-    for (int i = 0; i < 5; i++) append(sp, i);
-    commit(sp);
-    pbsp_close(sp);
+    pbsp_close(spool_of(f, 5));
     segment_path(f->dir, seg, size);
 }
 
@@ -332,10 +348,7 @@ static void test_spool_cuts_a_torn_tail(void **state) {
     expect_next(sp, 4);
     commit(sp);
     pbsp_close(sp);
-    sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, 5);
-    assert_int_equal(rec.torn_bytes, 0);
-    pbsp_close(sp);
+    reopen_expect(f, 5);
 }
 
 static void test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest(void **state) {
@@ -383,6 +396,14 @@ static void wait_durable(pbsp_t *sp, uint64_t seq) {
     }
 }
 
+/* Overwrites len bytes of a file at off. */
+static void patch_file(const char *path, long off, const void *bytes, size_t len) {
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, bytes, len, off), (ssize_t)len);
+    close(fd);
+}
+
 /* Offsets of the records in a segment file (its first n_max), from their magic. */
 static size_t record_offsets(const char *path, long *off, size_t n_max, char *buf, size_t size, size_t *len) {
     FILE *fp = fopen(path, "rb");
@@ -390,7 +411,7 @@ static size_t record_offsets(const char *path, long *off, size_t n_max, char *bu
     *len = fread(buf, 1, size, fp);
     fclose(fp);
     size_t n = 0;
-    for (size_t i = 24; i + 4 <= *len && n < n_max; i++)
+    for (size_t i = SEG_HEADER; i + 4 <= *len && n < n_max; i++)
         if (memcmp(buf + i, "PBR1", 4) == 0) off[n++] = (long)i;
     return n;
 }
@@ -499,9 +520,7 @@ static void test_spool_refuses_to_open_when_a_segment_cannot_be_read_whole(void 
     assert_int_equal(stat(seg, &after), 0);
     assert_int_equal(after.st_size, before.st_size); /* nothing was cut off */
     read_eio_after = -1;
-    pbsp_t *sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, 5);
-    pbsp_close(sp);
+    reopen_expect(f, 5);
 }
 
 static void test_spool_recovers_through_short_and_interrupted_reads(void **state) {
@@ -521,10 +540,7 @@ static void test_spool_recovers_through_short_and_interrupted_reads(void **state
 static void test_spool_refuses_to_open_without_memory_to_list_its_segments(void **state) {
     fixture_t *f = *state;
     f->o.segment_bytes = 4096;
-    pbsp_t *sp = open_ok(f, NULL);
-    for (int i = 0; i < 3000; i++) append(sp, i);
-    commit(sp);
-    pbsp_close(sp);
+    pbsp_close(spool_of(f, 3000));
     assert_true(count_files(f->dir, "seg-") > 64); /* the listing grows past its first 64 entries */
     realloc_fail_at = 2;
     char err[512] = "";
@@ -533,17 +549,13 @@ static void test_spool_refuses_to_open_without_memory_to_list_its_segments(void 
     assert_non_null(strstr(err, "out of memory"));
     assert_non_null(strstr(err, f->dir));
     realloc_fail_at = 0;
-    sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, 3000);
-    pbsp_close(sp);
+    reopen_expect(f, 3000);
 }
 
 static void test_spool_damage_found_at_run_time_accounts_for_every_record_it_covers(void **state) {
     fixture_t *f = *state;
     f->o.segment_bytes = 4096;
-    pbsp_t *sp = open_ok(f, NULL);
-    for (int i = 0; i < 60; i++) append(sp, i);
-    commit(sp);
+    pbsp_t *sp = spool_of(f, 60);
     assert_int_equal(count_files(f->dir, "seg-"), 2);
     /* Records 5, 6 and half of 7 of the first segment are overwritten after they were written. */
     char first[600], buf[8192];
@@ -551,12 +563,9 @@ static void test_spool_damage_found_at_run_time_accounts_for_every_record_it_cov
     long off[9];
     size_t len;
     assert_int_equal(record_offsets(first, off, 9, buf, sizeof buf, &len), 9);
-    int fd = open(first, O_WRONLY);
-    assert_true(fd >= 0);
     size_t n = (size_t)((off[7] + off[8]) / 2 - off[5]);
     memset(buf, 'x', n);
-    assert_int_equal(pwrite(fd, buf, n, off[5]), (ssize_t)n);
-    close(fd);
+    patch_file(first, off[5], buf, n);
 
     for (int i = 0; i < 5; i++) pbsp_retire(sp, expect_next(sp, i));
     for (int i = 8; i < 60; i++) pbsp_retire(sp, expect_next(sp, i));
@@ -570,6 +579,36 @@ static void test_spool_damage_found_at_run_time_accounts_for_every_record_it_cov
     snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
     assert_int_equal(count_files(corrupt, "seg-"), 1);
     pbsp_close(sp);
+}
+
+static void test_spool_replays_every_record_when_a_segment_header_is_damaged(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = spool_of(f, 5);
+    for (int i = 0; i < 2; i++) pbsp_retire(sp, expect_next(sp, i));
+    pbsp_close(sp); /* the mark says 0 and 1 were delivered */
+    char seg[600];
+    segment_path(f->dir, seg, sizeof seg);
+    patch_file(seg, 23, "\x7f", 1); /* the mark's top byte: every record would look delivered */
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 5); /* the mark is not trusted: 0 and 1 come again too */
+    for (int i = 0; i < 5; i++) expect_next(sp, i);
+    pbsp_close(sp);
+    reopen_expect(f, 5); /* the header was written again, with a valid checksum */
+}
+
+static void test_spool_refuses_a_segment_of_another_format_version(void **state) {
+    fixture_t *f = *state;
+    char seg[600];
+    spool_of_five(f, seg, sizeof seg);
+    patch_file(seg, 7, "1", 1); /* "PBSPOOL1" */
+    char err[512] = "";
+    pbsp_recovery_t rec;
+    assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
+    assert_non_null(strstr(err, strrchr(seg, '/') + 1));
+    assert_non_null(strstr(err, "format version '1'"));
+    struct stat st;
+    assert_int_equal(stat(seg, &st), 0); /* left as it is */
 }
 
 static void test_spool_refuses_appends_beyond_its_size_bound_until_records_retire(void **state) {
@@ -701,6 +740,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_recovers_through_short_and_interrupted_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_refuses_to_open_without_memory_to_list_its_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_damage_found_at_run_time_accounts_for_every_record_it_covers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_replays_every_record_when_a_segment_header_is_damaged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_refuses_a_segment_of_another_format_version, setup, teardown),
         cmocka_unit_test(test_spool_fsync_policy_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
