@@ -109,15 +109,19 @@ static void set_ready(pbm_metrics_t *m, int ready, const char *reason) {
     pthread_mutex_unlock(&m->lock);
 }
 
-void pbm_delivery(pbm_metrics_t *m, rd_kafka_resp_err_t err) {
+void pbm_delivery_retiring(pbm_metrics_t *m, rd_kafka_resp_err_t err) {
     atomic_fetch_sub_explicit(&m->in_flight, 1, memory_order_relaxed);
     if (!err) {
         INC(m->delivered);
-        if (!LOAD(m->ready)) set_ready(m, 1, NULL);
         return;
     }
     INC(m->failed[pbm_fail_reason(err)]);
     if (pbm_is_authorization_error(err)) INC(m->authorization_failures);
+}
+
+void pbm_delivery(pbm_metrics_t *m, rd_kafka_resp_err_t err) {
+    pbm_delivery_retiring(m, err);
+    if (!err && !LOAD(m->ready)) set_ready(m, 1, NULL);
 }
 
 void pbm_connection_opened(pbm_metrics_t *m) {

@@ -62,6 +62,9 @@ void pbm_rejected(pbm_metrics_t *m, const char *reason_text);
 void pbm_accepted(pbm_metrics_t *m);
 /* A delivery report: err 0 is delivered (and proves a working broker connection: ready). */
 void pbm_delivery(pbm_metrics_t *m, rd_kafka_resp_err_t err);
+/* As pbm_delivery, for a report from a producer retiring after a reload: counted, but it says nothing
+ * about the connections in use, so readiness stays as it is. */
+void pbm_delivery_retiring(pbm_metrics_t *m, rd_kafka_resp_err_t err);
 void pbm_connection_opened(pbm_metrics_t *m);
 void pbm_connection_closed(pbm_metrics_t *m);
 void pbm_refused_peer(pbm_metrics_t *m);

@@ -18,9 +18,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Connection-state logging is per broker: a failure is logged once per change of that broker's
+ * cause, then once a minute while it lasts. With one slot for all, several unreachable brokers would
+ * take turns at being a "new" cause and each turn would be logged. */
+#define N_CAUSES 16
+typedef struct pbd_cause {
+    char broker[128];        /* librdkafka's broker name ("ssl://host:9093/1"); "" for errors without one */
+    char key[512];           /* same_failure_key of the last cause logged */
+    int64_t logged_ms;       /* when it was logged (CLOCK_MONOTONIC) */
+    unsigned long suppressed;
+} pbd_cause_t;
+
 /* One librdkafka producer and the TLS material it was created with. The current instance takes new
  * records; a reload makes a new one current and retires the old one, which keeps delivering what it
- * holds (its delivery reports go to the same callback) and is destroyed once it holds nothing. */
+ * holds (its delivery reports go to the same callback) for producer.flush_timeout_ms; what it still
+ * holds then is purged and moved to the current instance (see purge_overdue). */
 typedef struct pbd_instance {
     pbtls_opaque_head_t tls; /* first member: the TLS verifier finds itself through the conf opaque */
     pbd_producer_t *p;
@@ -29,15 +41,29 @@ typedef struct pbd_instance {
     rd_kafka_queue_t *mainq;
     int event_fd;
     int in_flight;
-    unsigned generation; /* 1 for the one made at start, +1 per reload: named in logs */
-    /* Connection-state logging: a failure is logged once per change of cause, then counted. */
-    char last_cause[512];    /* same_failure_key of the last cause logged */
-    int64_t last_logged_ms;  /* when it was logged (CLOCK_MONOTONIC) */
-    unsigned long suppressed;
+    unsigned generation;       /* 1 for the one made at start, +1 per reload: named in logs */
+    int64_t drain_deadline_ms; /* retiring: when what it still holds is purged and moved */
+    int purged;                /* retiring and past its deadline: its purged records move */
+    unsigned long moved_out;   /* records it handed to the current instance */
+    pbd_cause_t causes[N_CAUSES];
     int degraded;
     unsigned long verify_seen; /* verifier failures already accounted */
     unsigned long tls_seen;    /* verifier TLS-parameter changes already copied to the metrics */
 } pbd_instance_t;
+
+/* A record taken back from an instance that will not deliver it (a retiring one past its time, one
+ * that failed for good), or whose failure time mends (topic not known yet, a local timeout): the
+ * current instance produces it again, in the order taken back. Owned copies of what librdkafka had. */
+typedef struct pbd_moved {
+    struct pbd_moved *next;
+    void *opaque;
+    char *value;
+    size_t value_len;
+    char *key; /* NULL for none */
+    size_t key_len;
+    int64_t timestamp_ms;
+    rd_kafka_headers_t *headers;
+} pbd_moved_t;
 
 PBTLS_OPAQUE_HEAD_CHECK(pbd_instance_t, tls);
 
@@ -54,6 +80,16 @@ struct pbd_producer {
     char *identity;
     pbm_metrics_t *metrics;   /* NULL until pbd_producer_set_metrics */
     int plaintext_for_test;   /* set only by pbd_producer_new_plaintext_for_test (producer_test.h) */
+    pbd_moved_t *moved, *moved_tail; /* taken-back records waiting for the current instance */
+    int n_moved;
+    int64_t retry_at_ms;      /* a retry-later cause: no record is produced before then */
+    int backoff_ms;           /* its next wait; 0 after a delivery */
+    int64_t retry_logged_ms;
+    char retry_why[300];      /* why records wait, for readiness while it lasts */
+    unsigned long retry_suppressed;
+    int64_t replace_at_ms;    /* a failed producer is not replaced again before then */
+    int replace_backoff_ms;
+    int closing;              /* pbd_producer_free: what is left is reported purged, not moved */
 };
 
 /* The TLS files a reload reads, in the order of the watch's bits. */
@@ -100,6 +136,12 @@ static const char *hint_for(const char *cause) {
     return NULL;
 }
 
+/* A fatal error a fresh producer would hit again: the broker does not let our principal write
+ * (the idempotent-write ACL is missing). Records then wait, taken back, until a restart. */
+static int unreplaceable(pbd_instance_t *in) {
+    return pbm_is_authorization_error(rd_kafka_fatal_error(in->rk, NULL, 0));
+}
+
 /* Counts an error for metrics and readiness. Runs for every report, also those not logged again.
  * Readiness follows the current instance only: a retiring one is on its way out. */
 static void account_error(pbd_instance_t *in, int err, const char *cause) {
@@ -135,8 +177,10 @@ static void account_error(pbd_instance_t *in, int err, const char *cause) {
     char why[1200];
     snprintf(why, sizeof why, "%s: %s%s%s", rd_kafka_err2name((rd_kafka_resp_err_t)err), cause, verify[0] ? "; " : "",
              verify);
-    if (err == RD_KAFKA_RESP_ERR__FATAL)
+    if (err == RD_KAFKA_RESP_ERR__FATAL && unreplaceable(in))
         pbm_fatal(m, why);
+    else if (err == RD_KAFKA_RESP_ERR__FATAL)
+        pbm_not_ready(m, why); /* not for good: replace_failed makes a fresh producer */
     else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
         pbm_brokers_down(m, why);
     else if (tls_failed || err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
@@ -167,6 +211,8 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
     /* The broker gauges describe the connections new records use. */
     if (in == in->p->cur && in->p->metrics && pbm_update_from_stats(in->p->metrics, json, json_len) != 0)
         PBLOG_D("metrics", "librdkafka statistics could not be read");
+    /* A broker up does not make us ready while records wait out a retry-later cause (back_off). */
+    if (in == in->p->cur && in->p->metrics && in->p->backoff_ms) pbm_not_ready(in->p->metrics, in->p->retry_why);
     return 0; /* librdkafka frees json */
 }
 
@@ -195,10 +241,31 @@ static void same_failure_key(const char *cause, char *out, size_t size) {
     out[n] = '\0';
 }
 
+/* librdkafka names the broker first ("ssl://host:9093/1: SSL handshake failed: ..."): that name, or
+ * "" if the text does not start with one. */
+static void broker_of(const char *reason, char *out, size_t size) {
+    const char *colon = strstr(reason, ": ");
+    size_t n = colon ? (size_t)(colon - reason) : 0;
+    if (!colon || !memchr(reason, '/', n) || memchr(reason, ' ', n)) n = 0;
+    snprintf(out, size, "%.*s", (int)n, reason);
+}
+
+/* The broker's slot: its own, a free one, or the one logged longest ago. */
+static pbd_cause_t *cause_slot(pbd_instance_t *in, const char *broker) {
+    pbd_cause_t *oldest = &in->causes[0];
+    for (size_t i = 0; i < N_CAUSES; i++) {
+        pbd_cause_t *c = &in->causes[i];
+        if (!strcmp(c->broker, broker) && (c->key[0] || !broker[0])) return c;
+        if (!c->key[0]) return c;
+        if (c->logged_ms < oldest->logged_ms) oldest = c;
+    }
+    return oldest;
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     (void)rk;
     pbd_instance_t *in = opaque;
-    char cause[512], verify[512] = "", who[64] = "";
+    char cause[512], verify[512] = "", who[64] = "", broker[128];
     cause_of(reason, cause, sizeof cause);
     if (in != in->p->cur) snprintf(who, sizeof who, "retiring producer #%u: ", in->generation);
     if (err == RD_KAFKA_RESP_ERR__SSL && in->tls.verifier) pbtls_verifier_last_failure(in->tls.verifier, verify, sizeof verify);
@@ -210,34 +277,140 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     }
     char key[512];
     same_failure_key(cause, key, sizeof key);
-    if (!strcmp(key, in->last_cause)) {
-        in->suppressed++;
+    broker_of(reason, broker, sizeof broker);
+    pbd_cause_t *c = cause_slot(in, broker);
+    if (!strcmp(key, c->key) && !strcmp(broker, c->broker)) {
+        c->suppressed++;
         int64_t now = pbclock_mono_ms();
-        if (now - in->last_logged_ms >= REPEAT_LOG_MS) {
+        if (now - c->logged_ms >= REPEAT_LOG_MS) {
             /* An outage that lasts: say so now and then, never once per retry. */
-            PBLOG_W("broker.error", "%sstill failing: %s (%lu repeats in the last %lld s)", who, cause, in->suppressed,
-                    (long long)((now - in->last_logged_ms) / 1000));
-            in->suppressed = 0;
-            in->last_logged_ms = now;
+            PBLOG_W("broker.error", "%sstill failing: %s (%lu repeats in the last %lld s)", who, cause, c->suppressed,
+                    (long long)((now - c->logged_ms) / 1000));
+            c->suppressed = 0;
+            c->logged_ms = now;
         }
         return;
     }
-    snprintf(in->last_cause, sizeof in->last_cause, "%s", key);
-    in->last_logged_ms = pbclock_mono_ms();
+    unsigned long suppressed = strcmp(broker, c->broker) ? 0 : c->suppressed;
+    snprintf(c->broker, sizeof c->broker, "%s", broker);
+    snprintf(c->key, sizeof c->key, "%s", key);
+    c->logged_ms = pbclock_mono_ms();
+    c->suppressed = 0;
     const char *hint = hint_for(verify[0] ? verify : cause);
     pblog(rd_kafka_fatal_error(in->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s%s: %s%s%s%s%s%s", who,
           rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify, hint ? " (hint: " : "", hint ? hint : "",
           hint ? ")" : "");
-    if (in->suppressed) PBLOG_I("broker.error", "%lu repeated broker errors were not logged", in->suppressed);
-    in->suppressed = 0;
+    if (suppressed) PBLOG_I("broker.error", "%lu repeated broker errors were not logged", suppressed);
     in->degraded = 1;
 }
 
+/* librdkafka's own log: emerg..err at error, warning at warn, notice..debug at debug. Its "FAIL"
+ * lines (a broker connection failed) are the errors error_cb logs once per change and broker, then
+ * once a minute: at error here they would repeat on every reconnect, so they stay at debug. No
+ * secret can appear:
+ * librdkafka prints the properties it marks sensitive (ssl.key.password, ssl.key.pem,
+ * ssl.keystore.password, sasl.password) as "[redacted]"; predbridged hands it the key as a path
+ * (ssl.key.location), never as text. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk;
-    /* librdkafka's own log: warnings and worse only, debug when asked. Errors reach error_cb too. */
-    if (level <= 4) PBLOG_D("rdkafka", "%s: %s", fac, buf);
-    else if (level == 7) PBLOG_D("rdkafka", "%s: %s", fac, buf);
+    if (!strcmp(fac, "FAIL")) PBLOG_D("rdkafka", "%s: %s", fac, buf);
+    else if (level <= 3) PBLOG_E("rdkafka", "%s: %s", fac, buf);
+    else if (level == 4) PBLOG_W("rdkafka", "%s: %s", fac, buf);
+    else PBLOG_D("rdkafka", "%s: %s", fac, buf);
+}
+
+/* Failures that time mends: the topic is not known (yet, or again), or a local timeout passed. The
+ * record is not the broker's refusal: it is produced again after a backoff, never set aside. */
+static int retry_later(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Whether a failed record is ours to produce again rather than the caller's to record: the instance
+ * will not deliver it (retiring and purged after its time, or failed for good), or time mends the
+ * cause. Not while closing: what is left then is reported purged and stays in the spool. */
+static int takes_back(const pbd_instance_t *in, rd_kafka_resp_err_t err) {
+    if (in->p->closing) return 0;
+    return in->purged || rd_kafka_fatal_error(in->rk, NULL, 0) || retry_later(err);
+}
+
+#define RETRY_BACKOFF_MIN_MS 100
+#define RETRY_BACKOFF_MAX_MS 5000
+
+/* No taken-back record is produced before the backoff passed; readiness is off while it lasts. The
+ * log says so once, then once a minute. */
+static void back_off(pbd_producer_t *p, rd_kafka_resp_err_t err) {
+    int64_t now = pbclock_mono_ms();
+    p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : RETRY_BACKOFF_MIN_MS;
+    if (p->backoff_ms > RETRY_BACKOFF_MAX_MS) p->backoff_ms = RETRY_BACKOFF_MAX_MS;
+    p->retry_at_ms = now + p->backoff_ms;
+    char *why = p->retry_why;
+    snprintf(why, sizeof p->retry_why, "%s: %s (topic '%s'); records are kept and retried", rd_kafka_err2name(err),
+             rd_kafka_err2str(err), p->topic);
+    if (p->metrics) pbm_not_ready(p->metrics, why);
+    if (p->retry_logged_ms && now - p->retry_logged_ms < REPEAT_LOG_MS) {
+        p->retry_suppressed++;
+        return;
+    }
+    PBLOG_W("broker.retry", "%s: %d record(s) wait, next try in %d ms (%lu more not logged)", why, p->n_moved,
+            p->backoff_ms, p->retry_suppressed);
+    p->retry_logged_ms = now;
+    p->retry_suppressed = 0;
+}
+
+static void moved_free(pbd_moved_t *r) {
+    free(r->value);
+    free(r->key);
+    if (r->headers) rd_kafka_headers_destroy(r->headers);
+    free(r);
+}
+
+/* Keeps a copy of a record the instance gave back; NULL if memory ran out. */
+static pbd_moved_t *moved_copy(const rd_kafka_message_t *m) {
+    pbd_moved_t *r = calloc(1, sizeof *r);
+    rd_kafka_headers_t *h = NULL;
+    if (!r) return NULL;
+    r->opaque = m->_private;
+    r->value_len = m->len;
+    r->key_len = m->key_len;
+    r->timestamp_ms = rd_kafka_message_timestamp(m, NULL);
+    r->value = malloc(m->len + 1);
+    if (m->key) r->key = malloc(m->key_len + 1);
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) r->headers = rd_kafka_headers_copy(h);
+    if (!r->value || (m->key && !r->key) || (h && !r->headers)) {
+        moved_free(r);
+        return NULL;
+    }
+    if (m->len) memcpy(r->value, m->payload, m->len);
+    if (m->key) memcpy(r->key, m->key, m->key_len);
+    return r;
+}
+
+/* Takes a record back for the current instance, after the ones taken back before it. Returns -1 if
+ * it could not be copied: the caller reports it purged (it stays in the spool for the next start). */
+static int take_back(pbd_instance_t *in, const rd_kafka_message_t *m) {
+    pbd_producer_t *p = in->p;
+    pbd_moved_t *r = moved_copy(m);
+    if (!r) {
+        PBLOG_E("oom", "out of memory moving a record to the current producer: it stays in the spool until restart");
+        return -1;
+    }
+    if (p->moved_tail) p->moved_tail->next = r;
+    else p->moved = r;
+    p->moved_tail = r;
+    p->n_moved++;
+    if (in != p->cur || rd_kafka_fatal_error(in->rk, NULL, 0)) in->moved_out++;
+    if (retry_later(m->err) && !in->purged) back_off(p, m->err);
+    return 0;
 }
 
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -245,14 +418,21 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     pbd_instance_t *in = opaque;
     pbd_producer_t *p = in->p;
     in->in_flight--;
+    if (m->err && takes_back(in, m->err) && take_back(in, m) == 0) return;
+    if (!m->err) {
+        p->backoff_ms = 0;
+        if (in == p->cur) p->replace_backoff_ms = 0;
+    }
     if (!m->err && in->degraded) {
         PBLOG_I("broker.recovered", "records are being delivered again");
         in->degraded = 0;
-        in->last_cause[0] = '\0';
+        memset(in->causes, 0, sizeof in->causes);
     }
+    /* A record that could not be taken back (no memory) stays in the spool: say purged. */
+    rd_kafka_resp_err_t err = m->err && takes_back(in, m->err) ? RD_KAFKA_RESP_ERR__PURGE_QUEUE : m->err;
     char reason[256] = "";
-    if (m->err) snprintf(reason, sizeof reason, "%s: %s", rd_kafka_err2name(m->err), rd_kafka_err2str(m->err));
-    p->cb(p->cb_ctx, m->_private, m->err, reason, m->payload, m->len);
+    if (err) snprintf(reason, sizeof reason, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+    p->cb(p->cb_ctx, m->_private, err, reason, m->payload, m->len, in == p->cur);
 }
 
 /* Destroys an instance; records it still holds are purged and reported as failed first. Blocks
@@ -455,7 +635,7 @@ int pbd_producer_check_material(pbd_producer_t *p) {
     return -1;
 }
 
-/* Destroys retiring instances that have delivered everything they held. */
+/* Destroys retiring instances that hold no more records (delivered, or moved to the current one). */
 static void retire_drained(pbd_producer_t *p) {
     for (pbd_instance_t **link = &p->retiring; *link;) {
         pbd_instance_t *in = *link;
@@ -465,10 +645,18 @@ static void retire_drained(pbd_producer_t *p) {
         }
         *link = in->next;
         unsigned generation = in->generation;
+        unsigned long moved = in->moved_out;
         int64_t start = pbclock_mono_ms();
         instance_free(p, in);
-        PBLOG_I("tls.reload", "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
-                generation, (long long)(pbclock_mono_ms() - start));
+        if (moved)
+            PBLOG_W("producer.moved",
+                    "producer #%u did not deliver %lu record(s) in time; they were moved to producer #%u, which "
+                    "sends them again (any it had sent may reach the broker twice, with the same pb-id), and it was "
+                    "closed (in %lld ms)",
+                    generation, moved, p->cur->generation, (long long)(pbclock_mono_ms() - start));
+        else
+            PBLOG_I("tls.reload", "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
+                    generation, (long long)(pbclock_mono_ms() - start));
     }
 }
 
@@ -487,22 +675,40 @@ static pbd_instance_t *instance_from_checked_files(pbd_producer_t *p, pbtls_cert
                                 instance_destroy, p, NULL, errstr, errstr_size);
 }
 
+/* Makes fresh the current instance; the previous one retires, with drain_ms to deliver what it holds. */
+static pbd_instance_t *install(pbd_producer_t *p, pbd_instance_t *fresh, int drain_ms) {
+    pbd_instance_t *old = p->cur;
+    fresh->generation = ++p->generations;
+    p->cur = fresh;
+    old->drain_deadline_ms = pbclock_mono_ms() + drain_ms;
+    old->next = p->retiring;
+    p->retiring = old;
+    return old;
+}
+
+/* The test seam's reload: a plaintext instance from the config as it is now (loopback brokers only). */
+static pbd_instance_t *instance_for_test(pbd_producer_t *p, char *errstr, size_t errstr_size) {
+    if (loopback_only(p->cfg->bootstrap_servers)) return instance_new(p, errstr, errstr_size);
+    snprintf(errstr, errstr_size, "the plaintext test producer needs 127.0.0.1 brokers");
+    return NULL;
+}
+
 int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
     char errstr[1024], until[32];
-    pbtls_cert_info_t info;
-    pbd_instance_t *fresh = instance_from_checked_files(p, &info, errstr, sizeof errstr);
+    pbtls_cert_info_t info = {0};
+    pbd_instance_t *fresh = p->plaintext_for_test ? instance_for_test(p, errstr, sizeof errstr)
+                                                  : instance_from_checked_files(p, &info, errstr, sizeof errstr);
     if (!fresh) {
         PBLOG_E("tls.reload", "reload of the TLS material (%s) failed; producer #%u keeps the previous material: %s",
                 trigger, p->cur->generation, errstr);
         if (p->metrics) pbm_tls_reload(p->metrics, 0);
         return -1;
     }
-    pbd_instance_t *old = p->cur;
-    fresh->generation = ++p->generations;
-    p->cur = fresh;
-    old->next = p->retiring;
-    p->retiring = old;
-    if (strcmp(info.common_name, p->identity) != 0) {
+    /* The old producer may never connect again (its certificate expired, was revoked, or the CA
+     * changed: the reasons to rotate), and its records never time out: it gets
+     * producer.flush_timeout_ms, then what it holds moves to the new one (purge_overdue). */
+    pbd_instance_t *old = install(p, fresh, p->cfg->flush_timeout_ms);
+    if (!p->plaintext_for_test && strcmp(info.common_name, p->identity) != 0) {
         PBLOG_W("tls.reload", "the client certificate's CN changed from '%s' to '%s': the broker's ACLs are keyed on it",
                 p->identity, info.common_name);
         char *id = strdup(info.common_name);
@@ -517,10 +723,102 @@ int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
     strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm); /* as at start-up */
     PBLOG_I("tls.reload",
             "reloaded the TLS material (%s): client certificate CN=%s serial %s valid until %s; producer #%u takes "
-            "new records, producer #%u delivers its %d record(s) in flight and then closes",
-            trigger, info.common_name, info.serial, until, fresh->generation, old->generation, old->in_flight);
+            "new records, producer #%u delivers its %d record(s) in flight within producer.flush_timeout_ms (%d ms) "
+            "and then closes; what it has not delivered by then moves to producer #%u",
+            trigger, info.common_name, info.serial, until, fresh->generation, old->generation, old->in_flight,
+            p->cfg->flush_timeout_ms, fresh->generation);
     retire_drained(p);
     return 0;
+}
+
+/* A retiring instance past its drain time: its records are purged (queued and in flight) and its
+ * delivery reports hand them to the current instance (take_back), in the order librdkafka reports
+ * them, which is each partition's order as far as librdkafka keeps it. A purged in-flight record may
+ * already be on the broker: sending it again makes a duplicate with the same pb-id, which
+ * libpredbridge drops; the alternative, waiting for an instance that may never connect, holds the
+ * record until a restart. */
+static void purge_overdue(pbd_instance_t *in) {
+    if (in->purged || in->in_flight == 0 || pbclock_mono_ms() < in->drain_deadline_ms) return;
+    in->purged = 1;
+    rd_kafka_purge(in->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+}
+
+static void instance_serve(pbd_instance_t *in) {
+    uint64_t v;
+    while (read(in->event_fd, &v, sizeof v) > 0) {
+    }
+    while (rd_kafka_poll(in->rk, 0) > 0) {
+    }
+}
+
+#define REPLACE_BACKOFF_MIN_MS 1000
+#define REPLACE_BACKOFF_MAX_MS 60000
+
+/* librdkafka's producer failed for good (e.g. the idempotent producer lost its sequence: an
+ * OUT_OF_ORDER_SEQUENCE_NUMBER) and refuses every record from now on. A fresh one with the current
+ * material (as a reload) takes over, and what the failed one did not deliver moves to it at once. If a
+ * fresh one fails the same way (an ACL missing, say), the next is made after a growing wait. */
+static void replace_failed(pbd_producer_t *p) {
+    char cause[512], errstr[1024];
+    rd_kafka_resp_err_t err = rd_kafka_fatal_error(p->cur->rk, cause, sizeof cause);
+    int64_t now = pbclock_mono_ms();
+    if (!err || now < p->replace_at_ms || unreplaceable(p->cur)) return;
+    p->replace_backoff_ms = p->replace_backoff_ms ? p->replace_backoff_ms * 2 : REPLACE_BACKOFF_MIN_MS;
+    if (p->replace_backoff_ms > REPLACE_BACKOFF_MAX_MS) p->replace_backoff_ms = REPLACE_BACKOFF_MAX_MS;
+    p->replace_at_ms = now + p->replace_backoff_ms;
+    pbtls_cert_info_t info;
+    pbd_instance_t *fresh = p->plaintext_for_test ? instance_for_test(p, errstr, sizeof errstr)
+                                                  : instance_from_checked_files(p, &info, errstr, sizeof errstr);
+    if (!fresh) {
+        PBLOG_E("producer.fatal", "producer #%u failed for good (%s: %s) and could not be replaced (tried again in %d ms): %s",
+                p->cur->generation, rd_kafka_err2name(err), cause, p->replace_backoff_ms, errstr);
+        return;
+    }
+    pbd_instance_t *old = install(p, fresh, 0);
+    /* Its records are taken back now, so that they go before any record sent from here on. */
+    purge_overdue(old);
+    instance_serve(old);
+    PBLOG_E("producer.fatal",
+            "producer #%u failed for good (%s: %s); producer #%u replaces it with the same TLS material and sends "
+            "again the %d record(s) it had not delivered",
+            old->generation, rd_kafka_err2name(err), cause, fresh->generation, old->in_flight);
+}
+
+static rd_kafka_resp_err_t instance_produce(pbd_instance_t *in, const char *topic, char *value, size_t value_len,
+                                            const char *key, size_t key_len, int64_t timestamp_ms,
+                                            rd_kafka_headers_t *h, void *msg_opaque) {
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        in->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(value, value_len), RD_KAFKA_V_KEY(key, key ? key_len : 0),
+        RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
+    if (!err) in->in_flight++;
+    return err;
+}
+
+/* Hands taken-back records to the current instance, oldest first, until its queue is full or the
+ * backoff of a retry-later cause has not passed. One refused for good at once goes to the caller. */
+static void resend_moved(pbd_producer_t *p) {
+    while (p->moved && pbclock_mono_ms() >= p->retry_at_ms) {
+        pbd_moved_t *r = p->moved;
+        rd_kafka_resp_err_t err = instance_produce(p->cur, p->topic, r->value, r->value_len, r->key, r->key_len,
+                                                   r->timestamp_ms, r->headers, r->opaque);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL || err == RD_KAFKA_RESP_ERR__FATAL) return;
+        if (retry_later(err)) {
+            back_off(p, err);
+            return;
+        }
+        p->moved = r->next;
+        if (!p->moved) p->moved_tail = NULL;
+        p->n_moved--;
+        if (!err) {
+            r->value = NULL, r->headers = NULL; /* librdkafka's now */
+        } else {
+            char reason[256];
+            snprintf(reason, sizeof reason, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+            p->cb(p->cb_ctx, r->opaque, err, reason, r->value, r->value_len, 1);
+        }
+        moved_free(r);
+    }
 }
 
 /* The watch said files changed and stayed unchanged for the debounce time: reload. */
@@ -541,25 +839,27 @@ static void serve_watch(pbd_producer_t *p) {
     pbd_producer_reload(p, trigger);
 }
 
-static void instance_serve(pbd_instance_t *in) {
-    uint64_t v;
-    while (read(in->event_fd, &v, sizeof v) > 0) {
-    }
-    while (rd_kafka_poll(in->rk, 0) > 0) {
-    }
-}
 
 void pbd_producer_serve(pbd_producer_t *p) {
     instance_serve(p->cur);
+    replace_failed(p);
     copy_broker_tls(p);
-    for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_serve(in);
+    for (pbd_instance_t *in = p->retiring; in; in = in->next) {
+        purge_overdue(in);
+        instance_serve(in);
+    }
     retire_drained(p);
+    resend_moved(p);
     if (p->watch) serve_watch(p);
 }
 
-pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, char *reason,
-                                    size_t reason_size) {
-    pbd_instance_t *in = p->cur;
+pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, rd_kafka_resp_err_t *err,
+                                    char *reason, size_t reason_size) {
+    *err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    replace_failed(p);
+    resend_moved(p);
+    /* Records taken back go first; a retry-later cause holds new records back too. */
+    if (p->moved || pbclock_mono_ms() < p->retry_at_ms) return PBD_SEND_FULL;
     rd_kafka_headers_t *h = rd_kafka_headers_new(4);
     if (!h) {
         snprintf(reason, reason_size, "out of memory");
@@ -569,23 +869,22 @@ pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *
     rd_kafka_header_add(h, "pb-id", -1, rec->id, -1);
     rd_kafka_header_add(h, "pb-producer", -1, p->identity, -1);
     if (rec->model_version) rd_kafka_header_add(h, "pb-model-version", -1, rec->model_version, -1);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        in->rk, RD_KAFKA_V_TOPIC(p->topic), RD_KAFKA_V_VALUE(rec->value, rec->value_len),
-        RD_KAFKA_V_KEY(rec->key, rec->key ? rec->key_len : 0), RD_KAFKA_V_TIMESTAMP(rec->timestamp_ms),
-        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_OPAQUE(msg_opaque),
-        RD_KAFKA_V_END);
-    if (!err) {
-        in->in_flight++;
-        return PBD_SEND_OK;
-    }
+    rd_kafka_resp_err_t e = instance_produce(p->cur, p->topic, rec->value, rec->value_len, rec->key, rec->key_len,
+                                             rec->timestamp_ms, h, msg_opaque);
+    if (!e) return PBD_SEND_OK;
     rd_kafka_headers_destroy(h); /* not taken over on failure */
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) return PBD_SEND_FULL;
-    snprintf(reason, reason_size, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL || e == RD_KAFKA_RESP_ERR__FATAL) return PBD_SEND_FULL; /* FATAL: replaced */
+    if (retry_later(e)) {
+        back_off(p, e);
+        return PBD_SEND_FULL;
+    }
+    *err = e;
+    snprintf(reason, reason_size, "%s: %s", rd_kafka_err2name(e), rd_kafka_err2str(e));
     return PBD_SEND_ERROR;
 }
 
 int pbd_producer_in_flight(const pbd_producer_t *p) {
-    int n = p->cur->in_flight;
+    int n = p->cur->in_flight + p->n_moved;
     for (const pbd_instance_t *in = p->retiring; in; in = in->next) n += in->in_flight;
     return n;
 }
@@ -599,6 +898,7 @@ static void instance_flush(pbd_instance_t *in, int64_t deadline) {
 int pbd_producer_flush(pbd_producer_t *p, int timeout_ms) {
     int64_t deadline = pbclock_mono_ms() + timeout_ms;
     while (pbd_producer_in_flight(p) > 0 && pbclock_mono_ms() < deadline) {
+        resend_moved(p);
         instance_flush(p->cur, deadline);
         for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_flush(in, deadline);
     }
@@ -607,15 +907,31 @@ int pbd_producer_flush(pbd_producer_t *p, int timeout_ms) {
 
 void pbd_producer_free(pbd_producer_t *p) {
     if (!p) return;
+    p->closing = 1;
     instance_free(p, p->cur);
     while (p->retiring) {
         pbd_instance_t *in = p->retiring;
         p->retiring = in->next;
         instance_free(p, in);
     }
+    while (p->moved) { /* reported purged: they stay in the spool */
+        pbd_moved_t *r = p->moved;
+        p->moved = r->next;
+        p->cb(p->cb_ctx, r->opaque, RD_KAFKA_RESP_ERR__PURGE_QUEUE, "_PURGE_QUEUE: Purged in queue", r->value,
+              r->value_len, 1);
+        moved_free(r);
+    }
     pbwatch_free(p->watch);
     if (p->epfd >= 0) close(p->epfd);
     free(p->topic);
     free(p->identity);
     free(p);
+}
+
+int pbd_producer_fatal_error_for_test(pbd_producer_t *p, const char *reason) {
+    return (int)rd_kafka_test_fatal_error(p->cur->rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason);
+}
+
+unsigned pbd_producer_generation_for_test(const pbd_producer_t *p) {
+    return p->cur->generation;
 }

@@ -4,10 +4,20 @@
  * Certificate rotation: pbd_producer_reload (on SIGHUP, and by itself when tls.watch sees the TLS
  * files change) checks the new material like start-up does and, if it is good, creates a new
  * librdkafka producer with it; new records go to that one. The previous producer keeps delivering
- * the records it holds (their reports reach the same callback, with the same opaques) and is
- * destroyed once it holds none. If the material is bad, nothing changes but a log line and a count.
+ * the records it holds (their reports reach the same callback, with the same opaques) for
+ * producer.flush_timeout_ms; then what it still holds is purged and handed to the new one (the
+ * previous one may never connect again: its certificate expired, was revoked, or the CA changed), and
+ * it is destroyed once it holds none. If the material is bad, nothing changes but a log line and a count.
  * Each librdkafka producer is idempotent on its own: records are ordered per producer, and a record
- * handed to the new one may reach the broker before records the old one still retries. */
+ * handed to the new one may reach the broker before records the old one still retries. A purged
+ * record that was in flight may have reached the broker already: sent again, it is a duplicate with
+ * the same pb-id (libpredbridge drops it).
+ *
+ * Nothing accepted is given up because time passed or the producer broke: a fatal librdkafka error
+ * (e.g. the idempotent producer's OUT_OF_ORDER_SEQUENCE_NUMBER) replaces the producer with a fresh one
+ * (same material) that sends every record not delivered again; a record librdkafka fails because the
+ * topic is not known (yet) or a local timeout passed is sent again after a backoff. Neither reaches
+ * the delivery callback. Only the broker's refusals for good (too large, not authorised, invalid) do. */
 #ifndef PB_DAEMON_PRODUCER_H
 #define PB_DAEMON_PRODUCER_H
 
@@ -33,15 +43,19 @@ typedef struct pbd_record {
 
 typedef enum {
     PBD_SEND_OK = 0,    /* queued in librdkafka; its delivery report will follow */
-    PBD_SEND_FULL = 1,  /* librdkafka's queue is full: stop reading and retry after deliveries */
+    PBD_SEND_FULL = 1,  /* not now (librdkafka's queue is full, the topic is not known yet, records taken
+                           back go first): stop reading and retry after deliveries or a second */
     PBD_SEND_ERROR = 2, /* refused for good (e.g. too large); reason says why */
 } pbd_send_result_t;
 
 /* Called on the event-loop thread for each delivery report: err 0 means the broker acknowledged
  * the record with acks=all. reason is readable text for failures; value is the record's value
- * (valid during the call), so a record refused for good can be kept somewhere. */
+ * (valid during the call), so a record refused for good can be kept somewhere. current is 1 if the
+ * report comes from the producer that takes new records (not one retiring after a reload): only
+ * such a delivery says the connections in use work. _PURGE_QUEUE/_PURGE_INFLIGHT: not delivered,
+ * to be sent at the next start (shutdown). */
 typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t err, const char *reason,
-                                const void *value, size_t value_len);
+                                const void *value, size_t value_len, int current);
 
 /* Creates the producer. identity is our certificate's CN (pb-producer header). cfg must outlive the
  * producer (reloads read its TLS settings again). With cfg->tls_watch the TLS files are watched. Returns
@@ -58,15 +72,20 @@ void pbd_producer_set_metrics(pbd_producer_t *p, struct pbm_metrics *m);
  * its librdkafka producers), or when the watched TLS files changed. */
 int pbd_producer_fd(const pbd_producer_t *p);
 
-/* Serves everything waiting (delivery reports, errors) without blocking, closes retired producers that
- * hold no more records (this waits for librdkafka's threads to stop), and reloads the TLS material
- * once changed files have been quiet for tls.watch_debounce_ms. */
+/* Serves everything waiting (delivery reports, errors) without blocking, replaces a producer that
+ * failed for good, moves what retiring producers still hold after producer.flush_timeout_ms, closes
+ * retired producers that hold no more records (this waits for librdkafka's threads to stop), sends
+ * records taken back, and reloads the TLS material once changed files have been quiet for
+ * tls.watch_debounce_ms. Call it also every second or so: the timed steps need no event. */
 void pbd_producer_serve(pbd_producer_t *p);
 
-pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, char *reason,
-                                    size_t reason_size);
+/* Hands a record to the current producer. PBD_SEND_ERROR sets *err to librdkafka's reason (e.g.
+ * MSG_SIZE_TOO_LARGE) and reason to its text; otherwise *err is 0. */
+pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, rd_kafka_resp_err_t *err,
+                                    char *reason, size_t reason_size);
 
-/* Records handed to librdkafka and not yet reported, by the current and by retiring producers. */
+/* Records handed to librdkafka and not yet reported, by the current and by retiring producers, and
+ * records taken back to be sent again. */
 int pbd_producer_in_flight(const pbd_producer_t *p);
 
 /* Waits up to timeout_ms for every record to be reported (serving reports). Returns how many remain. */

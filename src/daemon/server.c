@@ -337,11 +337,12 @@ static void refused(pbd_server_t *s, reply_t *dr, void *ref, const void *value, 
  * otherwise its spool ref. rec->value moves to the producer unless the queue is full. */
 static pbd_send_result_t produce(pbd_server_t *s, pbd_record_t *rec, reply_t *dr, void *ref) {
     char reason[256];
-    pbd_send_result_t r = pbd_producer_send(s->producer, rec, dr ? (void *)dr : ref, reason, sizeof reason);
+    rd_kafka_resp_err_t err;
+    pbd_send_result_t r = pbd_producer_send(s->producer, rec, dr ? (void *)dr : ref, &err, reason, sizeof reason);
     if (r == PBD_SEND_FULL) return r;
     pbsp_advance(s->spool);
     if (r == PBD_SEND_ERROR) {
-        pbm_delivery(s->metrics, RD_KAFKA_RESP_ERR__FAIL);
+        pbm_delivery(s->metrics, err); /* counted under its reason (too_large, ...) */
         refused(s, dr, ref, rec->value, rec->value_len, reason);
         free(rec->value);
     }
@@ -748,9 +749,12 @@ static void on_accept(pbd_server_t *s) {
 /* ---- delivery reports ---- */
 
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason, const void *value,
-                        size_t value_len) {
+                        size_t value_len, int current) {
     pbd_server_t *s = ctx;
-    pbm_delivery(s->metrics, err);
+    /* Readiness follows the producer in use: one retiring after a reload may deliver over connections
+     * the new material cannot make. */
+    if (current) pbm_delivery(s->metrics, err);
+    else pbm_delivery_retiring(s->metrics, err);
     /* The opaque is a reply (delivered mode) or a spool ref, whose low bit is set. */
     reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
     void *ref = r ? r->spool_ref : opaque;
@@ -952,8 +956,7 @@ static void on_tick(pbd_server_t *s) {
         s->next_material_check_ms = pbclock_mono_ms() + (int64_t)s->cfg->tls_check_interval_s * 1000;
         (void)pbd_producer_check_material(s->producer); /* logs; the running material stays in use */
     }
-    pump(s);
-    try_resume(s);
+    serve_producer(s); /* its timed steps (a retiring producer's deadline, a retry's backoff); pumps */
     spool_commit(s);
     settle_waiting(s);
     publish_spool(s);

@@ -1,8 +1,10 @@
 /* test_producer_mock: the producer against librdkafka's mock cluster: records wait out a broker outage
  * and are then delivered once each, in order; retriable produce errors add no duplicate and a lost
  * answer no second report; the producer is idempotent; a refused record reaches the delivery callback
- * with its reason; spooled records all retire after an outage. The mock speaks plaintext only, hence
- * producer_test.h. */
+ * with its reason; spooled records all retire after an outage; records a retiring producer cannot
+ * deliver after a reload, and those of a producer that failed for good, move to a fresh one and are
+ * delivered; records of a topic unknown for a while wait and are delivered. The mock speaks
+ * plaintext only, hence producer_test.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
+#include "metrics.h"
 #include "producer_test.h"
 #include "spool.h"
 #include "../support/pb_sockets.h"
@@ -59,6 +62,8 @@ typedef struct fixture {
     pbd_producer_t *p;
     report_t reports[MAX_RECORDS];
     int n_reports;
+    int n_retiring_reports; /* from a producer retiring after a reload */
+    rd_kafka_mock_cluster_t *mc_old; /* the reload test: the cluster the first producer was pointed at */
     pbsp_t *spool; /* the spool test only: reports retire its records, as in server.c */
     char dir[64];
 } fixture_t;
@@ -87,8 +92,9 @@ static int record_number(const void *value, size_t len) {
 /* Runs on the test's thread, inside pbd_producer_serve: records, asserts nothing (a failed assertion
  * would jump out of librdkafka). */
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason,
-                        const void *value, size_t value_len) {
+                        const void *value, size_t value_len, int current) {
     fixture_t *f = ctx;
+    if (!current) f->n_retiring_reports++;
     if (f->spool && !err)
         pbsp_retire(f->spool, opaque);
     else if (f->spool && err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
@@ -151,6 +157,7 @@ static int teardown(void **state) {
         if (system(cmd) != 0) return -1;
     }
     rd_kafka_mock_cluster_destroy(f->mc);
+    if (f->mc_old) rd_kafka_mock_cluster_destroy(f->mc_old);
     rd_kafka_destroy(f->host);
     free(f);
     return 0;
@@ -165,7 +172,8 @@ static pbd_send_result_t try_send(fixture_t *f, int i, char *reason, size_t reas
     pbd_record_t rec = {
         .value = strdup(value), .value_len = strlen(value), .key = key, .key_len = strlen(key), .id = id};
     assert_non_null(rec.value);
-    pbd_send_result_t r = pbd_producer_send(f->p, &rec, opaque_of(i), reason, reason_size);
+    rd_kafka_resp_err_t err;
+    pbd_send_result_t r = pbd_producer_send(f->p, &rec, opaque_of(i), &err, reason, reason_size);
     if (r != PBD_SEND_OK) free(rec.value); /* still ours */
     return r;
 }
@@ -183,15 +191,16 @@ static void send_records(fixture_t *f, int from, int to) {
 
 typedef int (*cond_fn)(const fixture_t *f, int arg);
 
-/* Serves the producer (waiting on its fd, as the daemon's loop does) until cond holds or timeout_ms
- * pass. Returns whether cond holds. */
+/* Serves the producer (waiting on its fd, and at least every 100 ms, as the daemon's loop and its
+ * tick do) until cond holds or timeout_ms pass. Returns whether cond holds. */
 static int serve_until(fixture_t *f, cond_fn cond, int arg, int timeout_ms) {
     int64_t deadline = now_ms() + timeout_ms;
     while (!cond(f, arg)) {
         int64_t left = deadline - now_ms();
         if (left <= 0) return 0;
         struct epoll_event ev;
-        if (epoll_wait(pbd_producer_fd(f->p), &ev, 1, (int)left) > 0) pbd_producer_serve(f->p);
+        (void)epoll_wait(pbd_producer_fd(f->p), &ev, 1, (int)(left < 100 ? left : 100));
+        pbd_producer_serve(f->p);
     }
     return 1;
 }
@@ -213,8 +222,8 @@ static void wait_reports(fixture_t *f, int n) {
 }
 
 /* Every record 0..n-1 was reported exactly once, delivered, with its own opaque, in send order among
- * records of one key (one partition). */
-static void assert_each_delivered_once_in_order(const fixture_t *f, int n) {
+ * records of one key (one partition) if in_order. */
+static void assert_each_delivered_once_in_order_if(const fixture_t *f, int n, int in_order) {
     int seen[MAX_RECORDS] = {0}, last_of_key[3] = {-1, -1, -1};
     assert_int_equal(f->n_reports, n);
     for (int k = 0; k < f->n_reports; k++) {
@@ -223,11 +232,15 @@ static void assert_each_delivered_once_in_order(const fixture_t *f, int n) {
         assert_true(r->i >= 0 && r->i < n);
         assert_true(r->opaque_ok);
         assert_int_equal(seen[r->i]++, 0);
-        if (r->i < last_of_key[r->i % 3])
+        if (in_order && r->i < last_of_key[r->i % 3])
             fail_msg("record %d reported after record %d", r->i, last_of_key[r->i % 3]);
         last_of_key[r->i % 3] = r->i;
     }
     assert_int_equal(pbd_producer_in_flight(f->p), 0);
+}
+
+static void assert_each_delivered_once_in_order(const fixture_t *f, int n) {
+    assert_each_delivered_once_in_order_if(f, n, 1);
 }
 
 /* Reads the mock topic back: each of records 0..n-1 must be in it exactly once (at least once if
@@ -453,12 +466,110 @@ static void test_producer_record_over_max_bytes_refused_at_send_with_reason(void
     size_t len = 2u << 20; /* message.max.bytes defaults to 1 MB */
     pbd_record_t rec = {.value = malloc(len), .value_len = len, .id = "id-big"};
     char reason[256] = "";
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     assert_non_null(rec.value);
     memset(rec.value, 'x', len);
-    assert_int_equal(pbd_producer_send(f->p, &rec, opaque_of(0), reason, sizeof reason), PBD_SEND_ERROR);
+    assert_int_equal(pbd_producer_send(f->p, &rec, opaque_of(0), &err, reason, sizeof reason), PBD_SEND_ERROR);
     assert_non_null(strstr(reason, "MSG_SIZE_TOO_LARGE"));
     assert_int_equal(pbd_producer_in_flight(f->p), 0);
     free(rec.value);
+    /* server.c counts it with this code: failed{reason="too_large"}, not "other". */
+    assert_int_equal(err, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    pbm_metrics_t *m = pbm_new();
+    assert_non_null(m);
+    pbm_accepted(m);
+    pbm_delivery(m, err);
+    size_t n;
+    char *text = pbm_render(m, &n);
+    assert_non_null(text);
+    if (!strstr(text, "predbridge_predictions_failed_total{reason=\"too_large\"} 1"))
+        fail_msg("failed{too_large} not counted:\n%s", text);
+    free(text);
+    pbm_free(m);
+}
+
+/* A mock cluster like the fixture's: the topic, every partition led by LEADER. */
+static rd_kafka_mock_cluster_t *another_cluster(fixture_t *f) {
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(f->host, N_BROKERS);
+    assert_non_null(mc);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, N_PARTITIONS, N_BROKERS), 0);
+    for (int32_t part = 0; part < N_PARTITIONS; part++)
+        assert_int_equal(rd_kafka_mock_partition_set_leader(mc, TOPIC, part, LEADER), 0);
+    return mc;
+}
+
+/* Sends record i, serving the producer while it says "not now" (records it took back go first). */
+static void send_when_taken(fixture_t *f, int i) {
+    char reason[256] = "";
+    int64_t deadline = now_ms() + DEADLINE_MS;
+    pbd_send_result_t r;
+    while ((r = try_send(f, i, reason, sizeof reason)) == PBD_SEND_FULL && now_ms() < deadline)
+        serve_until(f, reports_at_least, f->n_reports + 1, 100);
+    if (r != PBD_SEND_OK) fail_msg("record %d: send result %d: %s", i, (int)r, reason);
+}
+
+/* After a reload, the retiring producer cannot reach its brokers (as when the broker no longer takes
+ * its certificate): after producer.flush_timeout_ms its records move to the new producer, which
+ * delivers each once, in order per key; none is reported failed, none by the retiring producer. */
+static void test_producer_reload_moves_records_the_retiring_producer_cannot_deliver(void **state) {
+    fixture_t *f = *state;
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, b), 0);
+    send_records(f, 0, 40);
+    if (serve_until(f, reports_at_least, 1, 500)) fail_msg("a report while the brokers are down");
+
+    f->mc_old = f->mc;
+    f->mc = another_cluster(f);
+    f->cfg.bootstrap_servers = (char *)rd_kafka_mock_cluster_bootstraps(f->mc);
+    f->cfg.flush_timeout_ms = 300;
+    assert_int_equal(pbd_producer_reload(f->p, "test"), 0);
+    assert_int_equal(pbd_producer_generation_for_test(f->p), 2);
+    wait_reports(f, 40);
+    assert_int_equal(f->n_retiring_reports, 0);
+    assert_each_delivered_once_in_order(f, 40);
+    assert_log_holds_each_in_order(f, 40, 0); /* the new producer's cluster */
+    send_when_taken(f, 40);                   /* and new records flow */
+    wait_reports(f, 41);
+    assert_int_equal(f->reports[40].err, 0);
+}
+
+/* A fatal error of librdkafka's idempotent producer: the producer is replaced by a fresh one and every
+ * record not delivered, held then or sent after, is delivered once; none is reported failed. Order is
+ * not asserted: the failed producer reports its queued records before those it was transmitting, and
+ * they are sent again in that order. */
+static void test_producer_fatal_error_replaces_producer_and_delivers_every_record(void **state) {
+    fixture_t *f = *state;
+    warm_up(f);
+    assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, LEADER), 0);
+    send_records(f, 1, 30);
+    assert_int_equal(pbd_producer_fatal_error_for_test(f->p, "test: sequence lost"), 0);
+    for (int i = 30; i < 40; i++) send_when_taken(f, i);
+    assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, LEADER), 0);
+    wait_reports(f, 40);
+    assert_int_equal(pbd_producer_generation_for_test(f->p), 2);
+    assert_each_delivered_once_in_order_if(f, 40, 0);
+}
+
+/* The topic is unknown to the cluster for a while (longer than topic.metadata.propagation.max.ms, after
+ * which librdkafka fails its records with _UNKNOWN_TOPIC): the records wait and are retried, and are
+ * delivered once the topic is back; none is reported failed. */
+static void test_producer_unknown_topic_records_wait_then_are_delivered(void **state) {
+    fixture_t *f = *state;
+    static pbconf_kafka_prop_t props[N_PASS_THROUGH + 1]; /* outlives the test: teardown frees the producer */
+    memcpy(props, f->props, sizeof f->props);
+    props[N_PASS_THROUGH] = (pbconf_kafka_prop_t){.property = "topic.metadata.propagation.max.ms",
+                                                  .value = "100", .file = "test", .line = (int)N_PASS_THROUGH + 1};
+    f->cfg.kafka = props;
+    f->cfg.n_kafka = N_PASS_THROUGH + 1;
+    rd_kafka_mock_topic_set_error(f->mc, TOPIC, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    assert_int_equal(start_producer(f), 0);
+    send_records(f, 0, 10);
+    if (serve_until(f, reports_at_least, 1, OUTAGE_MS))
+        fail_msg("while the topic is unknown, record %d was reported: %s", f->reports[0].i, f->reports[0].reason);
+    assert_int_equal(pbd_producer_in_flight(f->p), 10);
+    rd_kafka_mock_topic_set_error(f->mc, TOPIC, RD_KAFKA_RESP_ERR_NO_ERROR);
+    wait_reports(f, 10);
+    assert_each_delivered_once_in_order(f, 10);
 }
 
 static int spool_empty(const fixture_t *f, int unused) {
@@ -498,7 +609,8 @@ static void test_producer_spooled_records_all_retire_after_outage(void **state) 
     void *ref;
     uint64_t seq;
     while (pbsp_peek(f->spool, &r, &ref, &seq, err, sizeof err) == 1) {
-        assert_int_equal(pbd_producer_send(f->p, &r, ref, err, sizeof err), PBD_SEND_OK);
+        rd_kafka_resp_err_t e;
+        assert_int_equal(pbd_producer_send(f->p, &r, ref, &e, err, sizeof err), PBD_SEND_OK);
         pbsp_advance(f->spool);
     }
     pbsp_usage_t u;
@@ -564,6 +676,12 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_spooled_records_all_retire_after_outage, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_producer_reload_moves_records_the_retiring_producer_cannot_deliver,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_fatal_error_replaces_producer_and_delivers_every_record,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_unknown_topic_records_wait_then_are_delivered,
+                                        setup_cluster, teardown),
         cmocka_unit_test_setup_teardown(test_producer_connections_have_tcp_nodelay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_nagle_left_on_when_the_pass_through_says_so, setup_cluster,
                                         teardown),
