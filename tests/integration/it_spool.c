@@ -308,6 +308,10 @@ static int free_space_on_stall(stream_t *st, itest_daemon_t *d) {
     assert_int_equal(unlink(f->filler), 0);
     assert_int_equal(itest_system("'%s/scripts/kafka-local.sh' resume >/dev/null", getenv("PB_SOURCE_DIR")), 0);
     f->freed = 1;
+    /* 3 s without an acknowledgement showed the writers held back. Recovery is slower: the stream
+     * needs more than the 1 MiB disk, so it goes on only as the broker takes records, and the
+     * producer reconnects after a backoff of up to 10 s (librdkafka's reconnect.backoff.max.ms). */
+    st->stall_ms = 60000;
     return 1;
 }
 
