@@ -107,7 +107,7 @@ static pbsp_t *open_ok(fixture_t *f, pbsp_recovery_t *rec) {
 
 /* Record i: value {"i":i}, id id-i, key k-i for even i, model m-i for i % 3 == 0. */
 static pbsp_ticket_t append(pbsp_t *sp, int i) {
-    char value[64], id[32], key[32], model[32];
+    char value[80], id[32], key[32], model[32];
     snprintf(value, sizeof value, "{\"i\":%d,\"pad\":\"%040d\"}", i, i);
     snprintf(id, sizeof id, "id-%d", i);
     snprintf(key, sizeof key, "k-%d", i);
