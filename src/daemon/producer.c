@@ -935,3 +935,11 @@ int pbd_producer_fatal_error_for_test(pbd_producer_t *p, const char *reason) {
 unsigned pbd_producer_generation_for_test(const pbd_producer_t *p) {
     return p->cur->generation;
 }
+
+void pbd_producer_rdkafka_log_for_test(pbd_producer_t *p, int level, const char *fac, const char *buf) {
+    log_cb(p->cur->rk, level, fac, buf);
+}
+
+void pbd_producer_broker_error_for_test(pbd_producer_t *p, int err, const char *reason) {
+    error_cb(p->cur->rk, err, reason, p->cur);
+}

@@ -25,4 +25,12 @@ int pbd_producer_fatal_error_for_test(pbd_producer_t *p, const char *reason);
 /* The current librdkafka producer's number: 1 at start, +1 per reload or replacement. */
 unsigned pbd_producer_generation_for_test(const pbd_producer_t *p);
 
+/* Hands a line to the current librdkafka producer's log callback, as librdkafka would (level 0-7,
+ * syslog's numbering): the mock cluster cannot be made to log at every level. */
+void pbd_producer_rdkafka_log_for_test(pbd_producer_t *p, int level, const char *fac, const char *buf);
+
+/* Hands an error to the current librdkafka producer's error callback, as librdkafka would (reason
+ * names the broker first: "ssl://host:9093/1: ..."): the mock cluster fails every broker the same way. */
+void pbd_producer_broker_error_for_test(pbd_producer_t *p, int err, const char *reason);
+
 #endif

@@ -289,6 +289,27 @@ static void test_metrics_readiness_follows_failures_and_recovery(void **state) {
     pbm_free(m);
 }
 
+/* A delivery by a producer retiring after a reload is counted, but says nothing of the connections
+ * the current producer makes (its new certificate may be refused): readiness stays as it was. */
+static void test_metrics_retiring_producer_delivery_counts_but_does_not_make_ready(void **state) {
+    (void)state;
+    pbm_metrics_t *m = pbm_new();
+    char why[600];
+    pbm_not_ready(m, "_SSL: SSL handshake failed: tlsv1 alert unknown ca");
+    pbm_accepted(m);
+    pbm_accepted(m);
+    pbm_delivery_retiring(m, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 0);
+    assert_non_null(strstr(why, "unknown ca"));
+    size_t len;
+    char *t = pbm_render(m, &len);
+    assert_line(t, "predbridge_predictions_delivered_total 1");
+    free(t);
+    pbm_delivery(m, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 1);
+    pbm_free(m);
+}
+
 static void test_metrics_fatal_error_is_never_ready_again(void **state) {
     (void)state;
     pbm_metrics_t *m = pbm_new();
@@ -401,6 +422,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_statistics_garbage_is_refused),
         cmocka_unit_test(test_metrics_readiness_follows_failures_and_recovery),
         cmocka_unit_test(test_metrics_fatal_error_is_never_ready_again),
+        cmocka_unit_test(test_metrics_retiring_producer_delivery_counts_but_does_not_make_ready),
         cmocka_unit_test(test_metrics_health_needs_a_fresh_heartbeat),
         cmocka_unit_test(test_metrics_tls_causes_are_classified),
         cmocka_unit_test(test_metrics_reject_and_fail_reasons_map_to_labels),

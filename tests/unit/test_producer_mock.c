@@ -3,8 +3,10 @@
  * answer no second report; the producer is idempotent; a refused record reaches the delivery callback
  * with its reason; spooled records all retire after an outage; records a retiring producer cannot
  * deliver after a reload, and those of a producer that failed for good, move to a fresh one and are
- * delivered; records of a topic unknown for a while wait and are delivered. The mock speaks
- * plaintext only, hence producer_test.h. */
+ * delivered, and what a retiring producer delivers itself is reported as not the current one's;
+ * records of a topic unknown for a while wait and are delivered; librdkafka's log lines keep their
+ * level; broker errors are logged once per broker and cause. The mock speaks plaintext only, hence
+ * producer_test.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TOPIC "predictions"
 #define N_BROKERS 3
@@ -533,6 +536,27 @@ static void test_producer_reload_moves_records_the_retiring_producer_cannot_deli
     assert_int_equal(f->reports[40].err, 0);
 }
 
+/* Records a producer held at a reload, delivered by it after the reload (its brokers came back in
+ * time): reported as the retiring producer's (server.c then counts them without making the daemon
+ * ready: pbm_delivery_retiring), and records sent after the reload as the current one's. */
+static void test_producer_deliveries_of_a_retiring_producer_are_reported_as_not_current(void **state) {
+    fixture_t *f = *state;
+    warm_up(f);
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, b), 0);
+    send_records(f, 1, 20);
+    f->cfg.flush_timeout_ms = DEADLINE_MS; /* time enough to deliver them itself */
+    assert_int_equal(pbd_producer_reload(f->p, "test"), 0);
+    for (int32_t b = 1; b <= N_BROKERS; b++)
+        assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, b), 0);
+    wait_reports(f, 20);
+    assert_int_equal(f->n_retiring_reports, 19);
+    send_when_taken(f, 20);
+    wait_reports(f, 21);
+    assert_int_equal(f->n_retiring_reports, 19);
+    assert_each_delivered_once_in_order(f, 21);
+}
+
 /* A fatal error of librdkafka's idempotent producer: the producer is replaced by a fresh one and every
  * record not delivered, held then or sent after, is delivered once; none is reported failed. Order is
  * not asserted: the failed producer reports its queued records before those it was transmitting, and
@@ -630,6 +654,108 @@ static void test_producer_spooled_records_all_retire_after_outage(void **state) 
     assert_log_holds_each_in_order(f, 50, 0);
 }
 
+/* ---- what the producer logs ---- */
+
+/* From here until capture_end, the log is JSON lines at debug, written to a file instead of stderr.
+ * Returns the saved stderr for capture_end. */
+static int capture_begin(char *path, size_t size) {
+    snprintf(path, size, "/tmp/pbmock-log-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    pblog_setup(PBLOG_DEBUG, PBLOG_JSON, "test_producer_mock");
+    return saved;
+}
+
+/* Restores stderr and main's log settings; returns what was logged meanwhile (static: a failed
+ * assertion leaks nothing). */
+static const char *capture_end(int saved, const char *path) {
+    static char text[1 << 20];
+    pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_producer_mock");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    text[fread(text, 1, sizeof text - 1, in)] = '\0';
+    fclose(in);
+    unlink(path);
+    return text;
+}
+
+/* How many lines of log hold every one of needles (NULL-terminated). */
+static int count_lines(const char *log, const char *const *needles) {
+    int count = 0;
+    for (const char *line = log; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char one[4608];
+        snprintf(one, sizeof one, "%.*s", (int)len, line);
+        int all = 1;
+        for (const char *const *n = needles; *n && all; n++)
+            all = strstr(one, *n) != NULL;
+        count += all;
+        line += len + (end != NULL);
+    }
+    return count;
+}
+
+/* librdkafka's levels are syslog's: emerg..err (0-3) are errors, warning (4) a warning, notice..debug
+ * (5-7) debug; its "FAIL" lines (a failed connection, which error_cb logs once per cause) stay at debug
+ * whatever their level. */
+static void test_producer_rdkafka_log_levels_map_to_error_warn_debug(void **state) {
+    fixture_t *f = *state;
+    static const char *const expected[8] = {"error", "error", "error", "error", "warn", "debug", "debug", "debug"};
+    char path[64];
+    int saved = capture_begin(path, sizeof path);
+    for (int level = 0; level < 8; level++) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "marker line at level %d", level);
+        pbd_producer_rdkafka_log_for_test(f->p, level, "TESTFAC", buf);
+    }
+    pbd_producer_rdkafka_log_for_test(f->p, 3, "FAIL", "marker connection failed");
+    const char *log = capture_end(saved, path);
+    for (int level = 0; level < 8; level++) {
+        char buf[64], want[32];
+        snprintf(buf, sizeof buf, "TESTFAC: marker line at level %d", level);
+        snprintf(want, sizeof want, "\"level\":\"%s\"", expected[level]);
+        const char *line[] = {buf, "\"event\":\"rdkafka\"", NULL}, *at_level[] = {buf, want, NULL};
+        if (count_lines(log, line) != 1 || count_lines(log, at_level) != 1)
+            fail_msg("librdkafka level %d: not one line at %s:\n%s", level, expected[level], log);
+    }
+    const char *fail_line[] = {"FAIL: marker connection failed", "\"level\":\"debug\"", NULL};
+    if (count_lines(log, fail_line) != 1) fail_msg("FAIL not at debug:\n%s", log);
+}
+
+/* Two brokers failing in turns, each with its own cause (a whole cluster behind one load balancer
+ * name would look the same): each broker's cause is logged once, not once per turn. A third cause of
+ * one of them is new, hence logged. */
+static void test_producer_broker_errors_logged_once_per_broker_and_cause(void **state) {
+    fixture_t *f = *state;
+    const char *a = "ssl://broker-a.test:9093/1: Connect to ipv4#192.0.2.1:9093 failed: Connection refused "
+                    "(after 0ms in state CONNECT)";
+    const char *b = "ssl://broker-b.test:9093/2: SSL handshake failed: ssl/record/rec_layer_s3.c:1605: "
+                    "error:0A000418:SSL routines::tlsv1 alert unknown ca (after 4ms in state SSL_HANDSHAKE)";
+    char path[64];
+    int saved = capture_begin(path, sizeof path);
+    for (int turn = 0; turn < 5; turn++) {
+        pbd_producer_broker_error_for_test(f->p, RD_KAFKA_RESP_ERR__TRANSPORT, a);
+        pbd_producer_broker_error_for_test(f->p, RD_KAFKA_RESP_ERR__SSL, b);
+    }
+    pbd_producer_broker_error_for_test(
+        f->p, RD_KAFKA_RESP_ERR__TRANSPORT,
+        "ssl://broker-a.test:9093/1: Connect to ipv4#192.0.2.1:9093 failed: No route to host (after 3000ms in "
+        "state CONNECT)");
+    const char *log = capture_end(saved, path);
+    const char *refused[] = {"\"event\":\"broker.error\"", "broker-a.test", "Connection refused", NULL};
+    const char *unknown_ca[] = {"\"event\":\"broker.error\"", "broker-b.test", "unknown ca", NULL};
+    const char *no_route[] = {"\"event\":\"broker.error\"", "broker-a.test", "No route to host", NULL};
+    if (count_lines(log, refused) != 1 || count_lines(log, unknown_ca) != 1 || count_lines(log, no_route) != 1)
+        fail_msg("not each broker's cause once:\n%s", log);
+}
+
 /* The seam cannot send plaintext off the machine, nor watch TLS files it does not use. */
 static void test_producer_plaintext_seam_refuses_non_loopback_brokers(void **state) {
     (void)state;
@@ -678,8 +804,13 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_producer_reload_moves_records_the_retiring_producer_cannot_deliver,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_deliveries_of_a_retiring_producer_are_reported_as_not_current,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_fatal_error_replaces_producer_and_delivers_every_record,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_rdkafka_log_levels_map_to_error_warn_debug, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_broker_errors_logged_once_per_broker_and_cause, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_producer_unknown_topic_records_wait_then_are_delivered,
                                         setup_cluster, teardown),
         cmocka_unit_test_setup_teardown(test_producer_connections_have_tcp_nodelay, setup, teardown),
