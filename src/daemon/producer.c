@@ -126,7 +126,9 @@ static void cause_of(const char *reason, char *out, size_t size) {
 }
 
 static const char *hint_for(const char *cause) {
-    if (strstr(cause, "certificate required") || strstr(cause, "certificate unknown") || strstr(cause, "bad certificate"))
+    /* "unknown ca": the broker does not trust the CA that issued our certificate. */
+    if (strstr(cause, "certificate required") || strstr(cause, "certificate unknown") || strstr(cause, "unknown ca") ||
+        strstr(cause, "bad certificate"))
         return "the broker refused our client certificate: check tls.cert/tls.key and that the broker trusts its CA";
     if (strstr(cause, "protocol version") || strstr(cause, "unsupported protocol"))
         return "the broker does not speak TLS 1.3; predbridge requires it";

@@ -754,6 +754,9 @@ static void test_producer_broker_errors_logged_once_per_broker_and_cause(void **
     const char *no_route[] = {"\"event\":\"broker.error\"", "broker-a.test", "No route to host", NULL};
     if (count_lines(log, refused) != 1 || count_lines(log, unknown_ca) != 1 || count_lines(log, no_route) != 1)
         fail_msg("not each broker's cause once:\n%s", log);
+    /* A broker rejecting our CA says "unknown ca": the hint names the client certificate. */
+    const char *hinted[] = {"broker-b.test", "hint: the broker refused our client certificate", NULL};
+    if (count_lines(log, hinted) != 1) fail_msg("no client-certificate hint for 'unknown ca':\n%s", log);
 }
 
 /* The seam cannot send plaintext off the machine, nor watch TLS files it does not use. */
