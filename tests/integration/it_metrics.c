@@ -529,20 +529,6 @@ static void test_metrics_readyz_while_the_broker_refuses_our_certificate_and_aft
     itest_system("rm -rf '%s'", d.dir);
 }
 
-static int g_broker_paused;
-
-static void broker(const char *verb) {
-    assert_int_equal(itest_system("'%s/scripts/kafka-local.sh' %s >/dev/null", getenv("PB_SOURCE_DIR"), verb), 0);
-    g_broker_paused = !strcmp(verb, "pause");
-}
-
-/* Whatever happened in the test, the rig's broker is running afterwards. */
-static int resume_broker(void **state) {
-    (void)state;
-    if (g_broker_paused) broker("resume");
-    return 0;
-}
-
 /* ready -> the broker goes away (its process stops: connections close) -> not ready -> the broker
  * is back -> ready, each within a deadline, and exactly that sequence logged. */
 static void test_metrics_readyz_follows_a_broker_outage_and_recovery(void **state) {
@@ -553,7 +539,7 @@ static void test_metrics_readyz_follows_a_broker_outage_and_recovery(void **stat
     int http = start_with_http(&d, topic, "kafka.reconnect.backoff.max.ms = 1000\n");
     await_readyz(&d, http, 200, 30000);
 
-    broker("pause");
+    itest_broker("pause");
     int64_t down_at = itest_now_ms();
     http_reply_t *r = await_readyz(&d, http, 503, 30000);
     fprintf(stderr, "it_metrics: not ready %lld ms after the broker stopped: %s", (long long)(itest_now_ms() - down_at),
@@ -563,7 +549,7 @@ static void test_metrics_readyz_follows_a_broker_outage_and_recovery(void **stat
     assert_int_equal(get(http, "/healthz")->status, 200); /* the loop itself is fine */
     expect_sample(get(http, "/metrics")->body, "predbridge_ready", 0);
 
-    broker("resume");
+    itest_broker("resume");
     int64_t up_at = itest_now_ms();
     r = await_readyz(&d, http, 200, 60000);
     fprintf(stderr, "it_metrics: ready again %lld ms after the broker was back\n", (long long)(itest_now_ms() - up_at));
@@ -732,7 +718,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_badhost_listener_counts_hostname),
         cmocka_unit_test(test_metrics_principal_without_write_acl_counts_authorization_and_is_not_ready),
         cmocka_unit_test(test_metrics_readyz_while_the_broker_refuses_our_certificate_and_after_the_fix),
-        cmocka_unit_test_teardown(test_metrics_readyz_follows_a_broker_outage_and_recovery, resume_broker),
+        cmocka_unit_test_teardown(test_metrics_readyz_follows_a_broker_outage_and_recovery, itest_broker_resume_if_paused),
         cmocka_unit_test(test_metrics_no_private_key_or_passphrase_in_logs_or_metrics),
     };
     if (getenv("PB_ITEST_FILTER")) cmocka_set_test_filter(getenv("PB_ITEST_FILTER"));

@@ -1,6 +1,7 @@
 /* it_reload: predbridged rotates its client certificate without a restart, against the real mTLS
  * broker: a rename over the files during a stream (nothing lost, the new certificate in use), bad
- * material refused while the old keeps delivering, SIGHUP, and a Kubernetes secret-volume swap. */
+ * material refused while the old keeps delivering, SIGHUP, a Kubernetes secret-volume swap, and
+ * records the old producer cannot deliver (the broker down) moved to the new one. */
 #include "itest.h"
 
 #include <setjmp.h>
@@ -474,6 +475,52 @@ static void test_reload_kubernetes_secret_swap_reloads_and_logs_no_secret(void *
     material_free(&m);
 }
 
+/* ---- (5) the broker unreachable across a reload ---- */
+
+/* Predictions accepted while no broker is reachable wait in the producer. A reload then makes a new
+ * producer; the old one, still unable to connect after producer.flush_timeout_ms (the broker stays
+ * down for all of it: as when the broker no longer takes the old certificate), hands its records to
+ * the new one and is closed, before the broker is back. The new producer delivers each once: nothing
+ * waits for a restart. */
+static void test_reload_records_the_old_producer_cannot_deliver_move_to_the_new_one(void **state) {
+    (void)state;
+    char topic[256], serial[40], crt[300], key[300], needle[256];
+    itest_create_topic("predictions-it-reload", 3, topic, sizeof topic);
+    material_t m;
+    material_new(&m);
+    issue(m.dir, "next", 300, NULL, serial);
+    snprintf(crt, sizeof crt, "%s/next.crt", m.dir);
+    snprintf(key, sizeof key, "%s/next.key", m.dir);
+    itest_daemon_t d;
+    int port = start(&d, topic, &m, "producer.flush_timeout_ms = 2000\n");
+    static writer_t w;
+    writer_open(&w, &d, "delivered");
+    assert_int_equal(send_batch(&w, 0, 5, "delivered"), 5); /* connected before the outage */
+    close(w.fd);
+
+    itest_broker("pause");
+    writer_open(&w, &d, "accepted");
+    assert_int_equal(send_batch(&w, 5, 55, "accepted"), 50);
+    rotate(&m, crt, key);
+    snprintf(needle, sizeof needle, "serial %s valid until", serial);
+    expect_log(&d, needle);
+    expect_log(&d, "producer #1 did not deliver 50 record(s) in time; they were moved to producer #2");
+    assert_int_equal(metric(port, "predbridge_predictions_delivered_total"), 5);
+    itest_broker("resume");
+
+    expect_exactly_once(topic, 55);
+    char line[4096];
+    assert_true(log_line(&d, "did not deliver 50 record(s)", line, sizeof line));
+    assert_non_null(strstr(line, "producer.moved"));
+    /* The old producer was closed with the records it moved, not after delivering them. */
+    assert_false(log_line(&d, "producer #1 (previous TLS material) delivered all its records", line, sizeof line));
+    assert_int_equal(send_batch(&w, 55, 60, "accepted"), 5);
+    close(w.fd);
+    expect_exactly_once(topic, 60);
+    assert_int_equal(itest_daemon_stop(&d, 30000), 0);
+    material_free(&m);
+}
+
 /* Lines of path containing needle. */
 static int count_lines(const char *path, const char *needle) {
     FILE *f = fopen(path, "r");
@@ -504,12 +551,16 @@ static void test_reload_material_is_checked_again_while_running(void **state) {
 
 int main(void) {
     srand((unsigned)getpid() ^ (unsigned)itest_now_ms());
+    /* PB_ITEST_FILTER=glob runs a subset. */
+    if (getenv("PB_ITEST_FILTER")) cmocka_set_test_filter(getenv("PB_ITEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reload_rename_during_a_stream_loses_nothing_and_uses_the_new_certificate),
         cmocka_unit_test(test_reload_bad_material_is_refused_and_the_old_certificate_keeps_delivering),
         cmocka_unit_test(test_reload_sighup_reloads_unchanged_material_and_is_the_only_trigger_without_watch),
         cmocka_unit_test(test_reload_kubernetes_secret_swap_reloads_and_logs_no_secret),
         cmocka_unit_test(test_reload_material_is_checked_again_while_running),
+        cmocka_unit_test_teardown(test_reload_records_the_old_producer_cannot_deliver_move_to_the_new_one,
+                                  itest_broker_resume_if_paused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

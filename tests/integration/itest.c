@@ -242,6 +242,20 @@ int itest_system(const char *fmt, ...) {
     return WEXITSTATUS(st);
 }
 
+static int g_broker_paused;
+
+void itest_broker(const char *verb) {
+    if (itest_system("'%s/scripts/kafka-local.sh' %s >/dev/null", getenv("PB_SOURCE_DIR"), verb) != 0)
+        die("kafka-local.sh %s failed", verb);
+    g_broker_paused = !strcmp(verb, "pause");
+}
+
+int itest_broker_resume_if_paused(void **state) {
+    (void)state;
+    if (g_broker_paused) itest_broker("resume");
+    return 0;
+}
+
 int itest_auth_log_count(const char *needle) {
     char path[1200], line[8192];
     snprintf(path, sizeof path, "%s/kafka/auth.log", itest_env()->local_dir);

@@ -55,6 +55,12 @@ int64_t itest_now_ms(void);
 /* Runs a shell command, returns its exit status (or -1). */
 int itest_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The rig's broker: "pause" stops its process (an outage: connections close, ports stay), "resume"
+ * starts it again (scripts/kafka-local.sh). Exits the test if the script fails. */
+void itest_broker(const char *verb);
+/* A cmocka teardown: resumes the broker if the test paused it and failed before resuming. */
+int itest_broker_resume_if_paused(void **state);
+
 /* Runs a shell command with stderr joined to stdout, which goes into out (truncated to fit); returns
  * its exit status (or -1). */
 int itest_run(char *out, size_t out_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
