@@ -193,7 +193,9 @@ static void account_error(pbd_instance_t *in, int err, const char *cause) {
 /* A broker's negotiated TLS version or cipher is new or changed (a librdkafka broker thread). */
 static void log_broker_tls(void *ctx, const pbtls_broker_tls_t *b) {
     (void)ctx;
-    PBLOG_I("broker.tls", "broker %s: %s, %s", b->broker, b->version, b->cipher);
+    pblog_field_t f[] = {{.key = "broker", .str = b->broker}, {.key = "version", .str = b->version},
+                         {.key = "cipher", .str = b->cipher}};
+    pblog_fields(PBLOG_INFO, "broker.tls", f, 3, "broker %s: %s, %s", b->broker, b->version, b->cipher);
 }
 
 /* predbridge_broker_tls_info follows the current instance's verifier, like the broker gauges. */
@@ -286,8 +288,13 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         int64_t now = pbclock_mono_ms();
         if (now - c->logged_ms >= REPEAT_LOG_MS) {
             /* An outage that lasts: say so now and then, never once per retry. */
-            PBLOG_W("broker.error", "%sstill failing: %s (%lu repeats in the last %lld s)", who, cause, c->suppressed,
-                    (long long)((now - c->logged_ms) / 1000));
+            pblog_field_t f[] = {{.key = broker[0] ? "broker" : NULL, .str = broker},
+                                 {.key = "error", .str = rd_kafka_err2name(err)},
+                                 {.key = "cause", .str = cause},
+                                 {.key = "producer", .num = in->generation},
+                                 {.key = "repeats", .num = (long long)c->suppressed}};
+            pblog_fields(PBLOG_WARN, "broker.error", f, 5, "%sstill failing: %s (%lu repeats in the last %lld s)", who,
+                         cause, c->suppressed, (long long)((now - c->logged_ms) / 1000));
             c->suppressed = 0;
             c->logged_ms = now;
         }
@@ -299,10 +306,17 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     c->logged_ms = pbclock_mono_ms();
     c->suppressed = 0;
     const char *hint = hint_for(verify[0] ? verify : cause);
-    pblog(rd_kafka_fatal_error(in->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", "%s%s: %s%s%s%s%s%s", who,
-          rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify, hint ? " (hint: " : "", hint ? hint : "",
-          hint ? ")" : "");
-    if (suppressed) PBLOG_I("broker.error", "%lu repeated broker errors were not logged", suppressed);
+    /* A field the verifier's cause does not fill is dropped (key NULL), as is a broker not named. */
+    pblog_field_t f[] = {{.key = broker[0] ? "broker" : NULL, .str = broker},
+                         {.key = "error", .str = rd_kafka_err2name(err)},
+                         {.key = "cause", .str = cause},
+                         {.key = verify[0] ? "verify" : NULL, .str = verify},
+                         {.key = "producer", .num = in->generation}};
+    pblog_fields(rd_kafka_fatal_error(in->rk, NULL, 0) ? PBLOG_ERROR : PBLOG_WARN, "broker.error", f, 5,
+                 "%s%s: %s%s%s%s%s%s", who, rd_kafka_err2name(err), cause, verify[0] ? "; " : "", verify,
+                 hint ? " (hint: " : "", hint ? hint : "", hint ? ")" : "");
+    pblog_field_t g[] = {f[0], {.key = "suppressed", .num = (long long)suppressed}};
+    if (suppressed) pblog_fields(PBLOG_INFO, "broker.error", g, 2, "%lu repeated broker errors were not logged", suppressed);
     in->degraded = 1;
 }
 
@@ -426,7 +440,8 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         if (in == p->cur) p->replace_backoff_ms = 0;
     }
     if (!m->err && in->degraded) {
-        PBLOG_I("broker.recovered", "records are being delivered again");
+        pblog_field_t f[] = {{.key = "producer", .num = in->generation}};
+        pblog_fields(PBLOG_INFO, "broker.recovered", f, 1, "records are being delivered again");
         in->degraded = 0;
         memset(in->causes, 0, sizeof in->causes);
     }
@@ -650,15 +665,20 @@ static void retire_drained(pbd_producer_t *p) {
         unsigned long moved = in->moved_out;
         int64_t start = pbclock_mono_ms();
         instance_free(p, in);
+        long long ms = (long long)(pbclock_mono_ms() - start);
+        pblog_field_t f[] = {{.key = "producer", .num = generation}, {.key = "ms", .num = ms},
+                             {.key = "result", .str = "closed"}, {.key = "records", .num = (long long)moved},
+                             {.key = "to", .num = p->cur->generation}};
         if (moved)
-            PBLOG_W("producer.moved",
-                    "producer #%u did not deliver %lu record(s) in time; they were moved to producer #%u, which "
-                    "sends them again (any it had sent may reach the broker twice, with the same pb-id), and it was "
-                    "closed (in %lld ms)",
-                    generation, moved, p->cur->generation, (long long)(pbclock_mono_ms() - start));
+            pblog_fields(PBLOG_WARN, "producer.moved", f, 5,
+                         "producer #%u did not deliver %lu record(s) in time; they were moved to producer #%u, which "
+                         "sends them again (any it had sent may reach the broker twice, with the same pb-id), and it "
+                         "was closed (in %lld ms)",
+                         generation, moved, p->cur->generation, ms);
         else
-            PBLOG_I("tls.reload", "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
-                    generation, (long long)(pbclock_mono_ms() - start));
+            pblog_fields(PBLOG_INFO, "tls.reload", f, 3,
+                         "producer #%u (previous TLS material) delivered all its records and was closed (in %lld ms)",
+                         generation, ms);
     }
 }
 
@@ -701,8 +721,11 @@ int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
     pbd_instance_t *fresh = p->plaintext_for_test ? instance_for_test(p, errstr, sizeof errstr)
                                                   : instance_from_checked_files(p, &info, errstr, sizeof errstr);
     if (!fresh) {
-        PBLOG_E("tls.reload", "reload of the TLS material (%s) failed; producer #%u keeps the previous material: %s",
-                trigger, p->cur->generation, errstr);
+        pblog_field_t f[] = {{.key = "trigger", .str = trigger}, {.key = "result", .str = "failed"},
+                             {.key = "producer", .num = p->cur->generation}};
+        pblog_fields(PBLOG_ERROR, "tls.reload", f, 3,
+                     "reload of the TLS material (%s) failed; producer #%u keeps the previous material: %s", trigger,
+                     p->cur->generation, errstr);
         if (p->metrics) pbm_tls_reload(p->metrics, 0);
         return -1;
     }
@@ -711,8 +734,10 @@ int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
      * producer.flush_timeout_ms, then what it holds moves to the new one (purge_overdue). */
     pbd_instance_t *old = install(p, fresh, p->cfg->flush_timeout_ms);
     if (!p->plaintext_for_test && strcmp(info.common_name, p->identity) != 0) {
-        PBLOG_W("tls.reload", "the client certificate's CN changed from '%s' to '%s': the broker's ACLs are keyed on it",
-                p->identity, info.common_name);
+        pblog_field_t f[] = {{.key = "from", .str = p->identity}, {.key = "to", .str = info.common_name}};
+        pblog_fields(PBLOG_WARN, "tls.reload", f, 2,
+                     "the client certificate's CN changed from '%s' to '%s': the broker's ACLs are keyed on it",
+                     p->identity, info.common_name);
         char *id = strdup(info.common_name);
         if (id) free(p->identity), p->identity = id;
     }
@@ -723,12 +748,16 @@ int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
     struct tm tm;
     gmtime_r(&info.not_after, &tm);
     strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm); /* as at start-up */
-    PBLOG_I("tls.reload",
-            "reloaded the TLS material (%s): client certificate CN=%s serial %s valid until %s; producer #%u takes "
-            "new records, producer #%u delivers its %d record(s) in flight within producer.flush_timeout_ms (%d ms) "
-            "and then closes; what it has not delivered by then moves to producer #%u",
-            trigger, info.common_name, info.serial, until, fresh->generation, old->generation, old->in_flight,
-            p->cfg->flush_timeout_ms, fresh->generation);
+    pblog_field_t f[] = {{.key = "trigger", .str = trigger},       {.key = "result", .str = "ok"},
+                         {.key = "serial", .str = info.serial},     {.key = "producer", .num = fresh->generation},
+                         {.key = "previous", .num = old->generation}, {.key = "records", .num = old->in_flight}};
+    pblog_fields(PBLOG_INFO, "tls.reload", f, 6,
+                 "reloaded the TLS material (%s): client certificate CN=%s serial %s valid until %s; producer #%u "
+                 "takes new records, producer #%u delivers its %d record(s) in flight within "
+                 "producer.flush_timeout_ms (%d ms) and then closes; what it has not delivered by then moves to "
+                 "producer #%u",
+                 trigger, info.common_name, info.serial, until, fresh->generation, old->generation, old->in_flight,
+                 p->cfg->flush_timeout_ms, fresh->generation);
     retire_drained(p);
     return 0;
 }
@@ -772,18 +801,27 @@ static void replace_failed(pbd_producer_t *p) {
     pbd_instance_t *fresh = p->plaintext_for_test ? instance_for_test(p, errstr, sizeof errstr)
                                                   : instance_from_checked_files(p, &info, errstr, sizeof errstr);
     if (!fresh) {
-        PBLOG_E("producer.fatal", "producer #%u failed for good (%s: %s) and could not be replaced (tried again in %d ms): %s",
-                p->cur->generation, rd_kafka_err2name(err), cause, p->replace_backoff_ms, errstr);
+        pblog_field_t f[] = {{.key = "producer", .num = p->cur->generation},
+                             {.key = "error", .str = rd_kafka_err2name(err)},
+                             {.key = "result", .str = "not_replaced"}};
+        pblog_fields(PBLOG_ERROR, "producer.fatal", f, 3,
+                     "producer #%u failed for good (%s: %s) and could not be replaced (tried again in %d ms): %s",
+                     p->cur->generation, rd_kafka_err2name(err), cause, p->replace_backoff_ms, errstr);
         return;
     }
     pbd_instance_t *old = install(p, fresh, 0);
     /* Its records are taken back now, so that they go before any record sent from here on. */
     purge_overdue(old);
     instance_serve(old);
-    PBLOG_E("producer.fatal",
-            "producer #%u failed for good (%s: %s); producer #%u replaces it with the same TLS material and sends "
-            "again the %d record(s) it had not delivered",
-            old->generation, rd_kafka_err2name(err), cause, fresh->generation, old->in_flight);
+    /* Served: most of its records are taken back already (moved_out), the rest when reported. */
+    long long records = (long long)old->moved_out + old->in_flight;
+    pblog_field_t f[] = {{.key = "producer", .num = old->generation},  {.key = "error", .str = rd_kafka_err2name(err)},
+                         {.key = "result", .str = "replaced"},         {.key = "to", .num = fresh->generation},
+                         {.key = "records", .num = records}};
+    pblog_fields(PBLOG_ERROR, "producer.fatal", f, 5,
+                 "producer #%u failed for good (%s: %s); producer #%u replaces it with the same TLS material and "
+                 "sends again the %lld record(s) it had not delivered",
+                 old->generation, rd_kafka_err2name(err), cause, fresh->generation, records);
 }
 
 static rd_kafka_resp_err_t instance_produce(pbd_instance_t *in, const char *topic, char *value, size_t value_len,

@@ -577,12 +577,13 @@ static const char *json_str(json_t *o, const char *key, const char *line) {
 
 /* After run_workload with log.format = json and log.level = debug: every line is a JSON object
  * with time, level, program, event and msg, and the events a machine reads have their fields:
- * tls.material (file, result), conn.open (pid, uid), line.rejected (pid, uid, line, reason). */
+ * tls.material (file, result), conn.open (pid, uid), line.rejected (pid, uid, line, reason), broker.tls
+ * (broker, version, cipher). */
 static void expect_structured_json_log(const itest_daemon_t *d) {
     FILE *f = fopen(d->log_path, "r");
     assert_non_null(f);
     char line[8192], reasons[512] = "";
-    int lines = 0, material = 0, opened = 0, rejected = 0;
+    int lines = 0, material = 0, opened = 0, rejected = 0, tls = 0;
     static const char *const levels[] = {"error", "warn", "info", "debug"};
     while (fgets(line, sizeof line, f)) {
         json_t *o = json_loads(line, 0, NULL);
@@ -609,6 +610,12 @@ static void expect_structured_json_log(const itest_daemon_t *d) {
             assert_true(json_num(o, "line", line) > N_VALID);
             snprintf(reasons + strlen(reasons), sizeof reasons - strlen(reasons), "%s ", json_str(o, "reason", line));
             rejected++;
+        } else if (!strcmp(event, "broker.tls")) {
+            /* The broker's host:port (the rig's one broker is its bootstrap), what the handshake negotiated. */
+            assert_string_equal(json_str(o, "broker", line), itest_env()->bootstrap);
+            assert_string_equal(json_str(o, "version", line), "TLSv1.3");
+            if (strncmp(json_str(o, "cipher", line), "TLS_", 4)) fail_msg("not a TLS 1.3 cipher suite: %s", line);
+            tls++;
         }
         json_decref(o);
         lines++;
@@ -616,6 +623,7 @@ static void expect_structured_json_log(const itest_daemon_t *d) {
     fclose(f);
     assert_true(lines > 3);
     assert_int_equal(material, 1);
+    assert_true(tls >= 1);
     assert_int_equal(opened, 2); /* itest_daemon_start's probe, the workload */
     assert_int_equal(rejected, 7);
     assert_string_equal(reasons, "not_json not_object invalid_utf8 missing_field bad_field too_large partial ");

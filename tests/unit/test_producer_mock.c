@@ -491,6 +491,54 @@ static void test_producer_record_over_max_bytes_refused_at_send_with_reason(void
     pbm_free(m);
 }
 
+/* ---- what the producer logs ---- */
+
+/* From here until capture_end, the log is JSON lines at debug, written to a file instead of stderr.
+ * Returns the saved stderr for capture_end. */
+static int capture_begin(char *path, size_t size) {
+    snprintf(path, size, "/tmp/pbmock-log-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    pblog_setup(PBLOG_DEBUG, PBLOG_JSON, "test_producer_mock");
+    return saved;
+}
+
+/* Restores stderr and main's log settings; returns what was logged meanwhile (static: a failed
+ * assertion leaks nothing). */
+static const char *capture_end(int saved, const char *path) {
+    static char text[1 << 20];
+    pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_producer_mock");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    FILE *in = fopen(path, "rb");
+    assert_non_null(in);
+    text[fread(text, 1, sizeof text - 1, in)] = '\0';
+    fclose(in);
+    unlink(path);
+    return text;
+}
+
+/* How many lines of log hold every one of needles (NULL-terminated). */
+static int count_lines(const char *log, const char *const *needles) {
+    int count = 0;
+    for (const char *line = log; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char one[4608];
+        snprintf(one, sizeof one, "%.*s", (int)len, line);
+        int all = 1;
+        for (const char *const *n = needles; *n && all; n++)
+            all = strstr(one, *n) != NULL;
+        count += all;
+        line += len + (end != NULL);
+    }
+    return count;
+}
+
 /* A mock cluster like the fixture's: the topic, every partition led by LEADER. */
 static rd_kafka_mock_cluster_t *another_cluster(fixture_t *f) {
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(f->host, N_BROKERS);
@@ -567,7 +615,15 @@ static void test_producer_fatal_error_replaces_producer_and_delivers_every_recor
     assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, LEADER), 0);
     send_records(f, 1, 30);
     assert_int_equal(pbd_producer_fatal_error_for_test(f->p, "test: sequence lost"), 0);
-    for (int i = 30; i < 40; i++) send_when_taken(f, i);
+    char path[64];
+    int saved = capture_begin(path, sizeof path);
+    send_when_taken(f, 30); /* the replacement happens here */
+    const char *log = capture_end(saved, path);
+    /* Its log line counts the records taken back, and names both producers. */
+    const char *replaced[] = {"\"event\":\"producer.fatal\"", "\"result\":\"replaced\"", "\"producer\":1",
+                              "\"to\":2", "\"records\":29", "sends again the 29 record(s)", NULL};
+    if (count_lines(log, replaced) != 1) fail_msg("no producer.fatal line with its fields:\n%s", log);
+    for (int i = 31; i < 40; i++) send_when_taken(f, i);
     assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, LEADER), 0);
     wait_reports(f, 40);
     assert_int_equal(pbd_producer_generation_for_test(f->p), 2);
@@ -654,54 +710,6 @@ static void test_producer_spooled_records_all_retire_after_outage(void **state) 
     assert_log_holds_each_in_order(f, 50, 0);
 }
 
-/* ---- what the producer logs ---- */
-
-/* From here until capture_end, the log is JSON lines at debug, written to a file instead of stderr.
- * Returns the saved stderr for capture_end. */
-static int capture_begin(char *path, size_t size) {
-    snprintf(path, size, "/tmp/pbmock-log-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    int saved = dup(STDERR_FILENO);
-    assert_true(saved >= 0);
-    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-    pblog_setup(PBLOG_DEBUG, PBLOG_JSON, "test_producer_mock");
-    return saved;
-}
-
-/* Restores stderr and main's log settings; returns what was logged meanwhile (static: a failed
- * assertion leaks nothing). */
-static const char *capture_end(int saved, const char *path) {
-    static char text[1 << 20];
-    pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_producer_mock");
-    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-    close(saved);
-    FILE *in = fopen(path, "rb");
-    assert_non_null(in);
-    text[fread(text, 1, sizeof text - 1, in)] = '\0';
-    fclose(in);
-    unlink(path);
-    return text;
-}
-
-/* How many lines of log hold every one of needles (NULL-terminated). */
-static int count_lines(const char *log, const char *const *needles) {
-    int count = 0;
-    for (const char *line = log; *line;) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        char one[4608];
-        snprintf(one, sizeof one, "%.*s", (int)len, line);
-        int all = 1;
-        for (const char *const *n = needles; *n && all; n++)
-            all = strstr(one, *n) != NULL;
-        count += all;
-        line += len + (end != NULL);
-    }
-    return count;
-}
-
 /* librdkafka's levels are syslog's: emerg..err (0-3) are errors, warning (4) a warning, notice..debug
  * (5-7) debug; its "FAIL" lines (a failed connection, which error_cb logs once per cause) stay at debug
  * whatever their level. */
@@ -754,6 +762,10 @@ static void test_producer_broker_errors_logged_once_per_broker_and_cause(void **
     const char *no_route[] = {"\"event\":\"broker.error\"", "broker-a.test", "No route to host", NULL};
     if (count_lines(log, refused) != 1 || count_lines(log, unknown_ca) != 1 || count_lines(log, no_route) != 1)
         fail_msg("not each broker's cause once:\n%s", log);
+    /* JSON lines carry the broker, the error and the producer as fields. */
+    const char *fields[] = {"\"broker\":\"ssl://broker-b.test:9093/2\"", "\"error\":\"_SSL\"", "\"producer\":1",
+                            "\"cause\":\"ssl://broker-b.test:9093/2: SSL handshake failed", NULL};
+    if (count_lines(log, fields) != 1) fail_msg("broker.error without its fields:\n%s", log);
     /* A broker rejecting our CA says "unknown ca": the hint names the client certificate. */
     const char *hinted[] = {"broker-b.test", "hint: the broker refused our client certificate", NULL};
     if (count_lines(log, hinted) != 1) fail_msg("no client-certificate hint for 'unknown ca':\n%s", log);
