@@ -41,6 +41,7 @@ struct pbm_metrics {
     atomic_llong spool_bytes, spool_records;
     atomic_int spool_full;
     atomic_ullong spool_set_aside;
+    atomic_ullong spool_sync_failures;
     pthread_mutex_t lock; /* guards brokers, n_brokers, tls, n_tls, reason */
     pbm_broker_t brokers[PBM_MAX_BROKERS];
     size_t n_brokers;
@@ -146,10 +147,11 @@ void pbm_replaying(pbm_metrics_t *m, unsigned long long records) {
 }
 
 void pbm_set_spool(pbm_metrics_t *m, unsigned long long bytes, unsigned long long records, int full,
-                   unsigned long long set_aside) {
+                   unsigned long long set_aside, unsigned long long sync_failures) {
     atomic_store(&m->spool_bytes, (long long)bytes);
     atomic_store(&m->spool_records, (long long)records);
     atomic_store(&m->spool_set_aside, set_aside);
+    atomic_store(&m->spool_sync_failures, sync_failures);
     atomic_store(&m->spool_full, full);
 }
 
@@ -436,6 +438,9 @@ char *pbm_render(pbm_metrics_t *m, size_t *len) {
     counter(f, "predbridge_spool_set_aside_total",
             "Predictions the broker refused for good, written to failed.ndjson in spool.dir.",
             LOAD(m->spool_set_aside));
+    counter(f, "predbridge_spool_fsync_failures_total",
+            "fdatasyncs of the spool that failed; the records they covered were answered failed, not accepted.",
+            LOAD(m->spool_sync_failures));
     gauge(f, "predbridge_socket_connections", "Writers connected to the socket now.", LOAD(m->connections));
     counter(f, "predbridge_socket_connections_total", "Writers accepted on the socket since start.",
             LOAD(m->connections_total));

@@ -73,7 +73,7 @@ void pbm_paused(pbm_metrics_t *m);
 void pbm_replaying(pbm_metrics_t *m, unsigned long long records);
 /* The spool's size; full makes /readyz answer not ready. */
 void pbm_set_spool(pbm_metrics_t *m, unsigned long long bytes, unsigned long long records, int full,
-                   unsigned long long set_aside);
+                   unsigned long long set_aside, unsigned long long sync_failures);
 void pbm_tls_failure(pbm_metrics_t *m, pbm_tls_cause_t cause, unsigned long count);
 void pbm_authentication_failure(pbm_metrics_t *m);
 void pbm_authorization_failure(pbm_metrics_t *m);

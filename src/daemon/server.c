@@ -790,7 +790,7 @@ static int start_timer(pbd_server_t *s, char *errstr, size_t errstr_size) {
 static void publish_spool(pbd_server_t *s) {
     pbsp_usage_t u;
     pbsp_get_usage(s->spool, &u);
-    pbm_set_spool(s->metrics, u.bytes, u.records, pbsp_full(s->spool), u.set_aside);
+    pbm_set_spool(s->metrics, u.bytes, u.records, pbsp_full(s->spool), u.set_aside, u.sync_failures);
 }
 
 /* Opens the spool (its lock keeps a second daemon out) and reports what it recovered. */

@@ -65,7 +65,7 @@ struct pbsp {
     int dir_fd, lock_fd, failed_fd;
     seg_t *head, *tail; /* oldest first; tail is the active segment */
     uint64_t next_no, next_seq;
-    uint64_t bytes, records, unsent, set_aside;
+    uint64_t bytes, records, unsent, set_aside, sync_failures;
     /* Bytes of the active segment not yet in the file: [tail_written, tail->size). */
     char *wbuf;
     size_t wlen, wcap;
@@ -448,6 +448,7 @@ static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
  * be called durable: they are reported failed (pbsp_take_failed; their writers send them again) and
  * the segment is sealed: appends go to a new one, whose syncs mean something again. */
 static void sync_failed(pbsp_t *sp, int err) {
+    sp->sync_failures++;
     char name[64];
     seg_name(name, sizeof name, sp->tail->no);
     sp->sealed = 1;
@@ -883,6 +884,7 @@ void pbsp_get_usage(const pbsp_t *sp, pbsp_usage_t *u) {
     u->records = sp->records;
     u->unsent = sp->unsent;
     u->set_aside = sp->set_aside;
+    u->sync_failures = sp->sync_failures;
 }
 
 int pbsp_fsync_parse(const char *name) {

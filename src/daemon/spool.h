@@ -129,6 +129,7 @@ typedef struct pbsp_usage {
     uint64_t records; /* not yet delivered */
     uint64_t unsent;  /* not yet handed to the producer */
     uint64_t set_aside;
+    uint64_t sync_failures; /* fdatasyncs that failed: their records were answered failed, not accepted */
 } pbsp_usage_t;
 void pbsp_get_usage(const pbsp_t *sp, pbsp_usage_t *u);
 

@@ -160,15 +160,16 @@ static void test_metrics_statistics_give_broker_state_rtt_and_queue(void **state
     assert_int_equal(pbm_ready(m, why, sizeof why), 1);
     assert_string_equal(why, "ok");
     /* A full spool makes it not ready, whatever the broker says, and back once there is room. */
-    pbm_set_spool(m, 65536, 400, 1, 0);
+    pbm_set_spool(m, 65536, 400, 1, 0, 2);
     assert_int_equal(pbm_ready(m, why, sizeof why), 0);
     assert_non_null(strstr(why, "spool is full"));
     t = render(m);
     assert_line(t, "predbridge_ready 0");
     assert_line(t, "predbridge_spool_full 1");
     assert_line(t, "predbridge_spool_records 400");
+    assert_line(t, "predbridge_spool_fsync_failures_total 2");
     free(t);
-    pbm_set_spool(m, 24, 0, 0, 0);
+    pbm_set_spool(m, 24, 0, 0, 0, 2);
     assert_int_equal(pbm_ready(m, why, sizeof why), 1);
     pbm_free(m);
 }

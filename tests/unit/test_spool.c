@@ -435,6 +435,9 @@ static void test_spool_always_never_acknowledges_records_whose_fdatasync_failed(
     assert_non_null(strstr(why, "seg-"));
     assert_non_null(strstr(why, strerror(EIO)));
     assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 0); /* reported once */
+    pbsp_usage_t u;
+    pbsp_get_usage(sp, &u);
+    assert_int_equal(u.sync_failures, 1); /* predbridge_spool_fsync_failures_total */
     /* c went to a new segment, whose sync is trusted. */
     assert_true(pbsp_durable_seq(sp) >= c.seq);
     assert_int_equal(count_files(f->dir, "seg-"), 2);
