@@ -36,7 +36,8 @@ Environment: PB_BENCH_BUILD ($PB_BENCH_BUILD), PB_BENCH_WRITERS ($PB_BENCH_WRITE
 PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and the paced run's
 length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
-PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's).
+PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's);
+PB_BENCH_PREDBRIDGED_CONF is added to predbridged's configuration (lines of key = value).
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
 PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
 PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_SPOOL_PARENT puts
@@ -235,6 +236,7 @@ spool.dir = $spool_dir
 spool.fsync = $fsync
 ${PB_BENCH_FSYNC_INTERVAL_MS:+spool.fsync_interval_ms = $PB_BENCH_FSYNC_INTERVAL_MS}
 log.level = info
+${PB_BENCH_PREDBRIDGED_CONF:-}
 CONF
   rm -rf "$spool_dir"
   mkfifo "$tmp/pbd.fifo"
