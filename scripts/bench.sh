@@ -38,6 +38,8 @@ length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every re
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's);
 PB_BENCH_PREDBRIDGED_CONF is added to predbridged's configuration (lines of key = value).
+PB_BENCH_SPOOL_RUNS (3, or 1 with --quick) is how many times predbridged runs with spool.fsync
+interval and never, taking turns, in each full-speed scenario (the spool cost's median ratio).
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
 PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
 PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_SPOOL_PARENT puts
@@ -190,6 +192,8 @@ spool_dir=${PB_BENCH_SPOOL_PARENT:+$PB_BENCH_SPOOL_PARENT/pb-bench-spool-$$}
 spool_dir=${spool_dir:-$tmp/spool}
 results=$tmp/results.tsv
 : >"$results"
+pairs=$tmp/spool-pairs.tsv # the extra default/never pairs of the spool's cost (PB_BENCH_SPOOL_RUNS)
+: >"$pairs"
 add_row() { # add_row GROUP TOOL SIZE RESULTLINE CPU_S RSS_KB
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(field count "$4")" "$(field rate "$4")" \
     "$(field p50_ms "$4")" "$(field p99_ms "$4")" "$(field p999_ms "$4")" "$5" "$6" >>"$results"
@@ -352,6 +356,17 @@ scenario() {
   local warm=$(( $5 > 0 ? $5 : $3 / 20 ))
   run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5"
   [ "${6:-}" = nofsync ] && run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5" never
+  # The spool's cost is one ratio of two noisy rates: PB_BENCH_SPOOL_RUNS - 1 more pairs, taking
+  # turns, into $pairs (not the table); the report gives every pair's ratio and their median.
+  if [ "${6:-}" = nofsync ] && [ "$5" = 0 ]; then
+    local k main=$results
+    for ((k = 2; k <= spool_runs; k++)); do
+      results=$pairs
+      run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5"
+      run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5" never
+      results=$main
+    done
+  fi
   if [ "$4" = none ]; then
     run_pipe "$1" raw "$2" "$3" "$warm" "$5"
     # The same raw producer sending predbridged's four headers with every record: how much of the
@@ -371,6 +386,7 @@ timeout --kill-after=5 120 "$bin/pb_loadgen" --stdout -n 100000 -s 300 --timeout
   || { tail -n 3 "$tmp/raw.log" >&2; die "the broker warm-up failed"; }
 
 rate_secs=${PB_BENCH_RATE_SECS:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
+spool_runs=${PB_BENCH_SPOOL_RUNS:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
 if [ "$quick" = 1 ]; then
   n300=${PB_BENCH_N300:-50000}
   scenario "300B ff" 300 "$n300" none 0 nofsync
@@ -416,13 +432,14 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
   echo "(the first 5 % of each run, or the first second when paced, is warm-up: delivered, not measured)"
   echo
   awk -F'\t' '
+    FILENAME == ARGV[1] { np++; pg[np] = $1; pt[np] = $2; pr[np] = $5; next }
     { key = $1; tool = $2; rate[key, tool] = $5 }
-    { rows[NR] = $0 }
+    { rows[++NR2] = $0 }
     function num(x) { return x == "NA" ? "-" : x }
     END {
       fmt = "%-11s %-24s %8s %9s %7s %8s %8s %8s %6s %7s %6s %6s\n"
       printf fmt, "scenario", "tool", "count", "pred/s", "MB/s", "p50 ms", "p99 ms", "p99.9ms", "CPU s", "RSS MB", "/raw", "/kcat"
-      for (i = 1; i <= NR; i++) {
+      for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
         r = f[5] + 0; vr = "-"; vk = "-"
         sz = f[3] + 0
@@ -436,20 +453,20 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
         printf fmt, f[1], f[2], f[4], sprintf("%.0f", r), sprintf("%.1f", r * sz / 1e6), num(f[6]), num(f[7]), num(f[8]),
                f[9], sprintf("%.1f", f[10] / 1024), vr, vk
       }
-      for (i = 1; i <= NR; i++) {
+      for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
         if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka-group-check"] > 0)
           printf "dispatch, %s: libpredbridge / raw group loop checking each record the same way = %.2f (rdkafka-group-check / rdkafka-group = %.2f)\n",
                  f[1], f[5] / rate[f[1], "consumer:rdkafka-group-check"],
                  rate[f[1], "consumer:rdkafka-group-check"] / rate[f[1], "consumer:rdkafka-group"]
       }
-      for (i = 1; i <= NR; i++) {
+      for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
         if (f[2] == "predbridged" && rate[f[1], "raw+headers"] > 0)
           printf "headers, %s: predbridged / raw librdkafka sending the same four headers = %.2f (raw+headers / raw = %.2f)\n",
                  f[1], f[5] / rate[f[1], "raw+headers"], rate[f[1], "raw+headers"] / rate[f[1], "raw"]
       }
-      for (i = 1; i <= NR; i++) {
+      for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
         if (f[1] ~ /^10k\/s run/) { p99[f[2]] = p99[f[2]] " " f[7]; np99[f[2]]++ }
       }
@@ -458,13 +475,22 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
         for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (v[b] + 0 < v[a] + 0) { x = v[a]; v[a] = v[b]; v[b] = x }
         printf "p99 ms at 10,000/s, %s: %s (median %s)\n", t, substr(p99[t], 2), v[int((n + 1) / 2)]
       }
-      for (i = 1; i <= NR; i++) {
+      for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
-        if (f[2] == "predbridged fsync=never" && rate[f[1], "predbridged fsync=never"] > 0)
-          printf "spool cost, %s: predbridged with spool.fsync=interval (default) / with spool.fsync=never = %.2f\n",
-                 f[1], rate[f[1], "predbridged"] / rate[f[1], "predbridged fsync=never"]
+        if (f[2] == "predbridged fsync=never" && rate[f[1], "predbridged fsync=never"] > 0) {
+          # The table row pair first, then the extra pairs of the same group in the order they ran.
+          list = sprintf("%.2f", rate[f[1], "predbridged"] / rate[f[1], "predbridged fsync=never"])
+          n = 1; v[1] = list + 0
+          for (j = 1; j <= np; j++)
+            if (pg[j] == f[1] && pt[j] == "predbridged fsync=never" && j > 1 && pg[j - 1] == f[1] && pr[j] > 0) {
+              x = sprintf("%.2f", pr[j - 1] / pr[j]); list = list " " x; v[++n] = x + 0
+            }
+          for (a = 1; a <= n; a++) for (b = a + 1; b <= n; b++) if (v[b] < v[a]) { x = v[a]; v[a] = v[b]; v[b] = x }
+          printf "spool cost, %s: predbridged with spool.fsync=interval (default) / with spool.fsync=never = %s%s\n",
+                 f[1], list, (n > 1 ? sprintf(" (median %.2f)", v[int((n + 1) / 2)]) : "")
+        }
       }
-    }' "$results"
+    }' "$pairs" "$results"
   echo
   if [ "$quick" = 0 ]; then
     echo "ack rows: predbridged with --ack delivered (acc: --ack accepted, which waits for the spool's fsync), compared"
