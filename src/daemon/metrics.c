@@ -35,7 +35,8 @@ struct pbm_metrics {
     atomic_llong client_not_after, ca_not_after;
     atomic_llong heartbeat_ms;
     atomic_int ready;
-    atomic_int fatal; /* the producer failed for good: never ready again */
+    atomic_int fatal; /* the producer failed for good: not ready until a reload replaces it */
+    atomic_int held;  /* records wait out a retry-later cause (pbm_hold): not ready until released */
     atomic_int have_stats;
     atomic_llong queue_messages, queue_bytes;
     atomic_llong spool_bytes, spool_records;
@@ -93,7 +94,7 @@ void pbm_accepted(pbm_metrics_t *m) {
 
 /* Changes readiness under m->lock; a change is logged (once per transition, so no flood). */
 static void transition_locked(pbm_metrics_t *m, int ready, const char *reason) {
-    if (ready && atomic_load(&m->fatal)) return;
+    if (ready && (atomic_load(&m->fatal) || atomic_load(&m->held))) return;
     int first_cause = !ready && reason && !strncmp(m->reason, "starting", 8);
     if (reason) snprintf(m->reason, sizeof m->reason, "%s", reason);
     if (atomic_exchange(&m->ready, ready) == ready && !first_cause) return;
@@ -176,11 +177,28 @@ void pbm_not_ready(pbm_metrics_t *m, const char *cause) {
 
 void pbm_fatal(pbm_metrics_t *m, const char *cause) {
     char why[512];
-    snprintf(why, sizeof why, "the producer failed for good (restart needed): %s", cause);
+    snprintf(why, sizeof why, "the producer failed for good (restart, or reload other TLS material): %s", cause);
     pthread_mutex_lock(&m->lock);
     transition_locked(m, 0, why);
     atomic_store(&m->fatal, 1);
     pthread_mutex_unlock(&m->lock);
+}
+
+void pbm_fresh_producer(pbm_metrics_t *m) {
+    atomic_store(&m->fatal, 0);
+}
+
+void pbm_hold(pbm_metrics_t *m, const char *cause) {
+    char why[512];
+    snprintf(why, sizeof why, "records wait: %s", cause);
+    pthread_mutex_lock(&m->lock);
+    transition_locked(m, 0, why);
+    atomic_store(&m->held, 1);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void pbm_release(pbm_metrics_t *m) {
+    atomic_store(&m->held, 0);
 }
 
 void pbm_brokers_down(pbm_metrics_t *m, const char *cause) {

@@ -84,6 +84,13 @@ void pbm_not_ready(pbm_metrics_t *m, const char *cause);
 /* librdkafka's producer hit a fatal error (e.g. the idempotent-write ACL is missing): not ready
  * for good, whatever the connections' state. */
 void pbm_fatal(pbm_metrics_t *m, const char *cause);
+/* A new producer took over with reloaded material: what made the old one fail for good (pbm_fatal)
+ * may not hold for it. */
+void pbm_fresh_producer(pbm_metrics_t *m);
+/* Records wait out a retry-later cause (cause is the text /readyz shows): not ready, whatever the
+ * connections' state, until pbm_release. */
+void pbm_hold(pbm_metrics_t *m, const char *cause);
+void pbm_release(pbm_metrics_t *m);
 /* As pbm_not_ready, for librdkafka's "all brokers are down", which follows the error that says
  * why: an earlier, more specific cause is kept as the reason. */
 void pbm_brokers_down(pbm_metrics_t *m, const char *cause);

@@ -215,8 +215,6 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
     /* The broker gauges describe the connections new records use. */
     if (in == in->p->cur && in->p->metrics && pbm_update_from_stats(in->p->metrics, json, json_len) != 0)
         PBLOG_D("metrics", "librdkafka statistics could not be read");
-    /* A broker up does not make us ready while records wait out a retry-later cause (back_off). */
-    if (in == in->p->cur && in->p->metrics && in->p->backoff_ms) pbm_not_ready(in->p->metrics, in->p->retry_why);
     return 0; /* librdkafka frees json */
 }
 
@@ -372,7 +370,7 @@ static void back_off(pbd_producer_t *p, rd_kafka_resp_err_t err) {
     char *why = p->retry_why;
     snprintf(why, sizeof p->retry_why, "%s: %s (topic '%s'); records are kept and retried", rd_kafka_err2name(err),
              rd_kafka_err2str(err), p->topic);
-    if (p->metrics) pbm_not_ready(p->metrics, why);
+    if (p->metrics) pbm_hold(p->metrics, why); /* a broker up does not make us ready meanwhile */
     if (p->retry_logged_ms && now - p->retry_logged_ms < REPEAT_LOG_MS) {
         p->retry_suppressed++;
         return;
@@ -425,7 +423,9 @@ static int take_back(pbd_instance_t *in, const rd_kafka_message_t *m) {
     p->moved_tail = r;
     p->n_moved++;
     if (in != p->cur || rd_kafka_fatal_error(in->rk, NULL, 0)) in->moved_out++;
-    if (retry_later(m->err) && !in->purged) back_off(p, m->err);
+    /* One backoff per wait, not one per record of a failed batch; a retiring instance's failures do
+     * not hold the current one back. */
+    if (retry_later(m->err) && in == p->cur && pbclock_mono_ms() >= p->retry_at_ms) back_off(p, m->err);
     return 0;
 }
 
@@ -436,6 +436,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     in->in_flight--;
     if (m->err && takes_back(in, m->err) && take_back(in, m) == 0) return;
     if (!m->err) {
+        if (p->backoff_ms && p->metrics) pbm_release(p->metrics);
         p->backoff_ms = 0;
         if (in == p->cur) p->replace_backoff_ms = 0;
     }
@@ -744,6 +745,7 @@ int pbd_producer_reload(pbd_producer_t *p, const char *trigger) {
     if (p->metrics) {
         pbm_set_cert_expiry(p->metrics, info.not_after, info.ca_not_after);
         pbm_tls_reload(p->metrics, 1);
+        pbm_fresh_producer(p->metrics);
     }
     struct tm tm;
     gmtime_r(&info.not_after, &tm);
@@ -792,8 +794,9 @@ static void instance_serve(pbd_instance_t *in) {
 static void replace_failed(pbd_producer_t *p) {
     char cause[512], errstr[1024];
     rd_kafka_resp_err_t err = rd_kafka_fatal_error(p->cur->rk, cause, sizeof cause);
+    if (!err) return;
     int64_t now = pbclock_mono_ms();
-    if (!err || now < p->replace_at_ms || unreplaceable(p->cur)) return;
+    if (now < p->replace_at_ms || unreplaceable(p->cur)) return;
     p->replace_backoff_ms = p->replace_backoff_ms ? p->replace_backoff_ms * 2 : REPLACE_BACKOFF_MIN_MS;
     if (p->replace_backoff_ms > REPLACE_BACKOFF_MAX_MS) p->replace_backoff_ms = REPLACE_BACKOFF_MAX_MS;
     p->replace_at_ms = now + p->replace_backoff_ms;
@@ -896,10 +899,10 @@ void pbd_producer_serve(pbd_producer_t *p) {
 pbd_send_result_t pbd_producer_send(pbd_producer_t *p, pbd_record_t *rec, void *msg_opaque, rd_kafka_resp_err_t *err,
                                     char *reason, size_t reason_size) {
     *err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    replace_failed(p);
-    resend_moved(p);
-    /* Records taken back go first; a retry-later cause holds new records back too. */
-    if (p->moved || pbclock_mono_ms() < p->retry_at_ms) return PBD_SEND_FULL;
+    /* Records taken back go first, and a retry-later cause holds new records back too: both are
+     * served by pbd_producer_serve (replacing a failed producer too), never from here, where a
+     * delivery report served re-entrantly would land in the middle of the caller's send. */
+    if (p->moved || (p->retry_at_ms && pbclock_mono_ms() < p->retry_at_ms)) return PBD_SEND_FULL;
     rd_kafka_headers_t *h = rd_kafka_headers_new(4);
     if (!h) {
         snprintf(reason, reason_size, "out of memory");
@@ -935,10 +938,21 @@ static void instance_flush(pbd_instance_t *in, int64_t deadline) {
     if (in->in_flight > 0 && left > 0) rd_kafka_flush(in->rk, (int)(left < 100 ? left : 100));
 }
 
+/* 1 if an instance holds records (queued or in flight), not counting those taken back. */
+static int instances_hold_records(const pbd_producer_t *p) {
+    if (p->cur->in_flight > 0) return 1;
+    for (const pbd_instance_t *in = p->retiring; in; in = in->next)
+        if (in->in_flight > 0) return 1;
+    return 0;
+}
+
 int pbd_producer_flush(pbd_producer_t *p, int timeout_ms) {
     int64_t deadline = pbclock_mono_ms() + timeout_ms;
     while (pbd_producer_in_flight(p) > 0 && pbclock_mono_ms() < deadline) {
         resend_moved(p);
+        /* Taken-back records that cannot be produced now (a backoff, a producer failed for good)
+         * would make this loop spin: they stay in the spool for the next start. */
+        if (!instances_hold_records(p)) break;
         instance_flush(p->cur, deadline);
         for (pbd_instance_t *in = p->retiring; in; in = in->next) instance_flush(in, deadline);
     }

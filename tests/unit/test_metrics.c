@@ -311,7 +311,7 @@ static void test_metrics_retiring_producer_delivery_counts_but_does_not_make_rea
     pbm_free(m);
 }
 
-static void test_metrics_fatal_error_is_never_ready_again(void **state) {
+static void test_metrics_fatal_error_is_not_ready_until_a_reload_replaces_the_producer(void **state) {
     (void)state;
     pbm_metrics_t *m = pbm_new();
     char why[600];
@@ -320,11 +320,36 @@ static void test_metrics_fatal_error_is_never_ready_again(void **state) {
     pbm_fatal(m, "_FATAL: Broker: Cluster authorization failed");
     assert_int_equal(pbm_ready(m, why, sizeof why), 0);
     assert_string_equal(
-        why, "the producer failed for good (restart needed): _FATAL: Broker: Cluster authorization failed");
+        why, "the producer failed for good (restart, or reload other TLS material): _FATAL: Broker: Cluster authorization failed");
     /* A connection stays UP, but nothing can be produced any more. */
     assert_int_equal(pbm_update_from_stats(m, stats_up, strlen(stats_up)), 0);
     pbm_delivery(m, RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(pbm_ready(m, why, sizeof why), 0);
+    /* A reload replaced the producer with other material: its deliveries count again. */
+    pbm_fresh_producer(m);
+    pbm_delivery(m, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 1);
+    pbm_free(m);
+}
+
+/* Records waiting out a retry-later cause keep /readyz not ready however the connections look, and
+ * statistics every few seconds do not flip it back and forth; once released, a delivery makes it ready. */
+static void test_metrics_held_records_keep_it_not_ready_until_released(void **state) {
+    (void)state;
+    pbm_metrics_t *m = pbm_new();
+    char why[600];
+    assert_int_equal(pbm_update_from_stats(m, stats_up, strlen(stats_up)), 0);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 1);
+    pbm_hold(m, "UNKNOWN_TOPIC_OR_PART: topic 't'; records are kept and retried");
+    assert_int_equal(pbm_ready(m, why, sizeof why), 0);
+    assert_non_null(strstr(why, "records wait: UNKNOWN_TOPIC_OR_PART"));
+    assert_int_equal(pbm_update_from_stats(m, stats_up, strlen(stats_up)), 0);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 0);
+    pbm_delivery(m, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 0);
+    pbm_release(m);
+    pbm_delivery(m, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(pbm_ready(m, why, sizeof why), 1);
     pbm_free(m);
 }
 
@@ -422,7 +447,8 @@ int main(void) {
         cmocka_unit_test(test_metrics_broker_tls_info_takes_the_statistics_broker_label),
         cmocka_unit_test(test_metrics_statistics_garbage_is_refused),
         cmocka_unit_test(test_metrics_readiness_follows_failures_and_recovery),
-        cmocka_unit_test(test_metrics_fatal_error_is_never_ready_again),
+        cmocka_unit_test(test_metrics_fatal_error_is_not_ready_until_a_reload_replaces_the_producer),
+        cmocka_unit_test(test_metrics_held_records_keep_it_not_ready_until_released),
         cmocka_unit_test(test_metrics_retiring_producer_delivery_counts_but_does_not_make_ready),
         cmocka_unit_test(test_metrics_health_needs_a_fresh_heartbeat),
         cmocka_unit_test(test_metrics_tls_causes_are_classified),
