@@ -455,14 +455,15 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
       }
       for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
-        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka-group-check"] > 0)
+        if (f[2] == "consumer:libpredbridge" && rate[f[1], "consumer:rdkafka-group-check"] > 0 &&
+            rate[f[1], "consumer:rdkafka-group"] > 0)
           printf "dispatch, %s: libpredbridge / raw group loop checking each record the same way = %.2f (rdkafka-group-check / rdkafka-group = %.2f)\n",
                  f[1], f[5] / rate[f[1], "consumer:rdkafka-group-check"],
                  rate[f[1], "consumer:rdkafka-group-check"] / rate[f[1], "consumer:rdkafka-group"]
       }
       for (i = 1; i <= NR2; i++) {
         split(rows[i], f, "\t")
-        if (f[2] == "predbridged" && rate[f[1], "raw+headers"] > 0)
+        if (f[2] == "predbridged" && rate[f[1], "raw+headers"] > 0 && rate[f[1], "raw"] > 0)
           printf "headers, %s: predbridged / raw librdkafka sending the same four headers = %.2f (raw+headers / raw = %.2f)\n",
                  f[1], f[5] / rate[f[1], "raw+headers"], rate[f[1], "raw+headers"] / rate[f[1], "raw"]
       }

@@ -245,7 +245,9 @@ static int mkdir_p(const char *path) {
 }
 
 static void space_recovered(pbsp_t *sp) {
-    if (!sp->space_event) return;
+    /* A full disk that fdatasync found is over only when a synced probe says so (pbsp_tick): a
+     * write that lands in the page cache meanwhile proves nothing. */
+    if (!sp->space_event || sp->sync_nospace) return;
     sp->space_event = 0;
     time_t now = time(NULL);
     if (now - sp->space_logged < 10) return; /* a disk at its limit comes and goes: not every time */
