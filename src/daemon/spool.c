@@ -951,6 +951,29 @@ static int rewrite_segment(pbsp_t *sp, const char *name, const unsigned char *da
     return 0;
 }
 
+/* Format 1 (before 2026-12-03) had the same records after a 24-byte header without a checksum
+ * ("PBSPOOL1", number, mark). Rewrites such a segment as format 2 (a new file renamed over it), so
+ * that an upgrade replays what the older daemon left undelivered. *data and *len then describe the
+ * new contents. */
+#define SEG_HDR_V1 24u
+static int upgrade_v1(pbsp_t *sp, const char *name, unsigned char **data, uint64_t *len) {
+    uint64_t body = *len - SEG_HDR_V1, size = SEG_HDR + body;
+    unsigned char *b = malloc(size);
+    if (!b) return -1;
+    seg_header(b, get64(*data + 8), get64(*data + 16));
+    memcpy(b + SEG_HDR, *data + SEG_HDR_V1, body);
+    uint64_t off = SEG_HDR;
+    if (rewrite_segment(sp, name, b, &off, &body, body ? 1 : 0) != 0) {
+        free(b);
+        return -1;
+    }
+    PBLOG_I("spool.upgrade", "spool.dir '%s': %s rewritten from spool format 1 to 2", sp->dir, name);
+    free(*data);
+    *data = b;
+    *len = size;
+    return 0;
+}
+
 /* Recovers one segment file: counts its records, cuts a torn tail, moves damaged records aside. */
 static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *errstr, size_t errstr_size) {
     char name[64];
@@ -962,6 +985,12 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
         return -1;
     }
     seg_t tmp_seg = {.no = no};
+    if (len >= SEG_HDR_V1 && memcmp(data, SEG_MAGIC, 7) == 0 && data[7] == '1' && upgrade_v1(sp, name, &data, &len)) {
+        snprintf(errstr, errstr_size, "spool.dir '%s': cannot rewrite %s from spool format 1 to 2: %s", sp->dir, name,
+                 strerror(errno));
+        free(data);
+        return -1;
+    }
     if (len >= SEG_HDR && memcmp(data, SEG_MAGIC, 7) == 0 && data[7] != SEG_VERSION) {
         snprintf(errstr, errstr_size, "spool.dir '%s': %s is in spool format version '%c'; this predbridged reads version "
                  "'%c' only (drain that spool with the version that wrote it, or move it away)", sp->dir, name,

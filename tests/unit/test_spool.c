@@ -604,14 +604,48 @@ static void test_spool_refuses_a_segment_of_another_format_version(void **state)
     fixture_t *f = *state;
     char seg[600];
     spool_of_five(f, seg, sizeof seg);
-    patch_file(seg, 7, "1", 1); /* "PBSPOOL1" */
+    patch_file(seg, 7, "3", 1); /* "PBSPOOL3": a later version */
     char err[512] = "";
     pbsp_recovery_t rec;
     assert_null(pbsp_open(&f->o, &rec, err, sizeof err));
     assert_non_null(strstr(err, strrchr(seg, '/') + 1));
-    assert_non_null(strstr(err, "format version '1'"));
+    assert_non_null(strstr(err, "format version '3'"));
     struct stat st;
     assert_int_equal(stat(seg, &st), 0); /* left as it is */
+}
+
+/* A segment an older predbridged wrote (format 1: "PBSPOOL1", number, mark, no checksum, the same
+ * records) is rewritten as format 2 and every record in it is replayed. */
+static void test_spool_upgrades_a_format_1_segment_and_replays_it(void **state) {
+    fixture_t *f = *state;
+    char seg[600];
+    spool_of_five(f, seg, sizeof seg);
+    FILE *in = fopen(seg, "rb");
+    assert_non_null(in);
+    unsigned char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf, in);
+    fclose(in);
+    assert_true(n > 28 && n < sizeof buf);
+    buf[7] = '1';
+    memmove(buf + 24, buf + 28, n - 28); /* the header without its checksum */
+    FILE *out = fopen(seg, "wb");
+    assert_non_null(out);
+    assert_int_equal(fwrite(buf, 1, n - 4, out), n - 4);
+    fclose(out);
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 5);
+    assert_int_equal(rec.corrupt, 0);
+    assert_int_equal(rec.torn_bytes, 0);
+    for (int i = 0; i < 5; i++) expect_next(sp, i);
+    expect_end(sp);
+    pbsp_close(sp);
+    char head[8];
+    in = fopen(seg, "rb");
+    assert_non_null(in);
+    assert_int_equal(fread(head, 1, 8, in), 8);
+    fclose(in);
+    assert_memory_equal(head, "PBSPOOL2", 8);
 }
 
 static void test_spool_refuses_appends_beyond_its_size_bound_until_records_retire(void **state) {
@@ -745,6 +779,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_damage_found_at_run_time_accounts_for_every_record_it_covers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_replays_every_record_when_a_segment_header_is_damaged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_refuses_a_segment_of_another_format_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_upgrades_a_format_1_segment_and_replays_it, setup, teardown),
         cmocka_unit_test(test_spool_fsync_policy_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
