@@ -139,8 +139,9 @@ static void pbc_material_failed(pb_consumer_t *c, const char *cause) {
 }
 
 /* The files are what a reload would load; the connection keeps what it was made with until then, and
- * that may expire first. Checked when the files hold another client certificate. */
-static void pbc_in_use_expiry(pb_consumer_t *c, time_t now) {
+ * that may expire first. Checked when the files hold another client certificate, or none that could
+ * be read (files_read 0). */
+static void pbc_in_use_expiry(pb_consumer_t *c, time_t now, int files_read) {
     const pbtls_cert_info_t *u = &c->in_use;
     const struct {
         const char *name;
@@ -148,8 +149,8 @@ static void pbc_in_use_expiry(pb_consumer_t *c, time_t now) {
     } certs[] = {{"client certificate", u->not_after}, {"CA of the client certificate", u->ca_not_after}};
     for (size_t i = 0; i < sizeof certs / sizeof certs[0]; i++) {
         char what[600], when[40], cause[800];
-        snprintf(what, sizeof what, "%s in use (CN=%s serial %s; the TLS files hold another, not loaded)",
-                 certs[i].name, u->common_name, u->serial);
+        snprintf(what, sizeof what, "%s in use (CN=%s serial %s; %s)", certs[i].name, u->common_name, u->serial,
+                 files_read ? "the TLS files hold another, not loaded" : "the TLS files could not be checked");
         if (!certs[i].not_after || now <= certs[i].not_after) {
             pbtls_warn_expiry(what, certs[i].not_after, now, c->cfg.tls.expiry_warn_days, pbc_material_warn, c);
             continue;
@@ -165,7 +166,7 @@ void pbc_material_periodic(pb_consumer_t *c) {
     int64_t now = pbclock_mono_ms();
     if (now < c->material_check_ms) return;
     c->material_check_ms = now + (int64_t)c->cfg.tls_check_interval_s * 1000;
-    pbtls_cert_info_t info;
+    pbtls_cert_info_t info = {0}; /* the fingerprint stays "" if the check stops before the certificate */
     char err[1024], cause[1200];
     time_t wall = time(NULL);
     if (pbtls_check_material(&c->cfg.tls, wall, &info, pbc_material_warn, c, err, sizeof err) != 0) {
@@ -173,7 +174,7 @@ void pbc_material_periodic(pb_consumer_t *c) {
         pbc_material_failed(c, cause);
     }
     if (c->in_use.sha256_fingerprint[0] && strcmp(info.sha256_fingerprint, c->in_use.sha256_fingerprint) != 0)
-        pbc_in_use_expiry(c, wall);
+        pbc_in_use_expiry(c, wall, info.sha256_fingerprint[0] != '\0');
 }
 
 void pbc_watch_serve(pb_consumer_t *c, int ready) {
