@@ -1,6 +1,8 @@
 /* tls_cert.c: describing certificates and checking our own material (key, chain, validity, usage, CRL). */
 #include "common/tls_internal.h"
 
+#include "common/log.h"
+
 /* ---- describing certificates ---- */
 
 void pbtls_format_time(time_t t, char *out, size_t out_size) {
@@ -15,16 +17,24 @@ static time_t asn1_time(const ASN1_TIME *t) {
     return timegm(&tm);
 }
 
-/* Copies len bytes, replacing control characters: names come from certificates, i.e. from whoever
- * made them, and end up in logs. */
+/* Copies len bytes, replacing control characters, and bytes that are not UTF-8 with U+FFFD, cut at
+ * a whole character: names come from certificates, i.e. from whoever made them, and end up in logs,
+ * metrics and JSON, which need valid UTF-8. */
 void pbtlsi_copy_clean(char *dst, size_t size, const char *src, size_t len) {
-    size_t j = 0;
     if (size == 0) return;
-    for (size_t i = 0; i < len && src[i] && j + 1 < size; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    char *tmp = malloc(len + 1);
+    size_t j = 0;
+    if (!tmp) {
+        dst[0] = '\0';
+        return;
     }
-    dst[j] = '\0';
+    for (size_t i = 0; i < len && src[i]; i++) {
+        unsigned char c = (unsigned char)src[i];
+        tmp[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    tmp[j] = '\0';
+    pblog_utf8_clean(dst, size, tmp);
+    free(tmp);
 }
 
 static void name_str(const X509_NAME *name, char *out, size_t size) {

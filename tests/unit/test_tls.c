@@ -1,6 +1,7 @@
 /* test_tls.c: tests of the TLS policy, pins, certificate checks and broker verification (librdkafka
  * against an in-process TLS server on loopback), with a PKI made by scripts/gen-certs.sh. */
 #include "common/tls.h"
+#include "common/tls_internal.h" /* pbtlsi_copy_clean */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1430,11 +1431,26 @@ static void test_tls_librdkafka_wrong_passphrase_error_has_no_secret(void **stat
     pbtls_verifier_free(v);
 }
 
+/* Certificate names reach logs, metrics and JSON: control characters become '?', bytes that are
+ * not UTF-8 become U+FFFD, and a cut never splits a character. */
+static void test_tls_certificate_names_are_copied_as_valid_utf8(void **state) {
+    (void)state;
+    char out[64];
+    const char name[] = "CN=\xff\x01x\xc3\xa9";
+    pbtlsi_copy_clean(out, sizeof out, name, sizeof name - 1);
+    assert_string_equal(out, "CN=\xEF\xBF\xBD?x\xc3\xa9");
+    pbtlsi_copy_clean(out, 10, name, sizeof name - 1); /* room for "CN=" U+FFFD "?x" and half of the e */
+    assert_string_equal(out, "CN=\xEF\xBF\xBD?x");
+    pbtlsi_copy_clean(out, sizeof out, "CN=a\0b", 6); /* a NUL ends the name */
+    assert_string_equal(out, "CN=a");
+}
+
 int main(int argc, char **argv) {
     const char *mode = getenv("PBTLS_TEST_CHILD");
     if (mode) return child_main(mode);
     if (argc < 1 || !realpath(argv[0], g_self)) snprintf(g_self, sizeof g_self, "/proc/self/exe");
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tls_certificate_names_are_copied_as_valid_utf8),
         cmocka_unit_test(test_tls_policy_init_new_contexts_min_tls13),
         cmocka_unit_test(test_tls_policy_hostile_openssl_conf_still_tls13),
         cmocka_unit_test(test_tls_policy_reloaded_weaker_config_verify_fails),
