@@ -175,13 +175,18 @@ void pbm_not_ready(pbm_metrics_t *m, const char *cause) {
     set_ready(m, 0, why);
 }
 
-void pbm_fatal(pbm_metrics_t *m, const char *cause) {
+/* Not ready, and kept so by latch (fatal, held) whatever the connections say until it is cleared. */
+static void latch_not_ready(pbm_metrics_t *m, atomic_int *latch, const char *prefix, const char *cause) {
     char why[512];
-    snprintf(why, sizeof why, "the producer failed for good (restart, or reload other TLS material): %s", cause);
+    snprintf(why, sizeof why, "%s: %s", prefix, cause);
     pthread_mutex_lock(&m->lock);
     transition_locked(m, 0, why);
-    atomic_store(&m->fatal, 1);
+    atomic_store(latch, 1);
     pthread_mutex_unlock(&m->lock);
+}
+
+void pbm_fatal(pbm_metrics_t *m, const char *cause) {
+    latch_not_ready(m, &m->fatal, "the producer failed for good (restart, or reload other TLS material)", cause);
 }
 
 void pbm_fresh_producer(pbm_metrics_t *m) {
@@ -189,12 +194,7 @@ void pbm_fresh_producer(pbm_metrics_t *m) {
 }
 
 void pbm_hold(pbm_metrics_t *m, const char *cause) {
-    char why[512];
-    snprintf(why, sizeof why, "records wait: %s", cause);
-    pthread_mutex_lock(&m->lock);
-    transition_locked(m, 0, why);
-    atomic_store(&m->held, 1);
-    pthread_mutex_unlock(&m->lock);
+    latch_not_ready(m, &m->held, "records wait", cause);
 }
 
 void pbm_release(pbm_metrics_t *m) {
