@@ -42,7 +42,8 @@ PB_BENCH_SPOOL_RUNS (3, or 1 with --quick) is how many times predbridged runs wi
 interval and never, taking turns, in each full-speed scenario (the spool cost's median ratio).
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
 PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
-PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_SPOOL_PARENT puts
+PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_ONLY (a bash regular
+expression, e.g. '4KiB ff') runs only the scenarios whose row name matches it; PB_BENCH_SPOOL_PARENT puts
 predbridged's spool under that directory instead of the temporary one.
 USAGE
 }
@@ -353,6 +354,7 @@ run_drains() { # run_drains GROUP
 # predictions (1 s worth when paced, else 5 %) are a warm-up: they must arrive but are not measured.
 # With a sixth argument "nofsync", predbridged also runs with spool.fsync = never (the spool's cost).
 scenario() {
+  if [ -n "${PB_BENCH_ONLY:-}" ] && ! [[ $1 =~ $PB_BENCH_ONLY ]]; then return 0; fi
   local warm=$(( $5 > 0 ? $5 : $3 / 20 ))
   run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5"
   [ "${6:-}" = nofsync ] && run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5" never
