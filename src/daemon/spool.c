@@ -46,15 +46,20 @@ typedef struct seg {
     size_t done_words;
 } seg_t;
 
-/* The interval policy's group commit: fdatasync on its own thread so the loop never waits. */
+/* The interval policy's group commit: fdatasync on its own thread so the loop never waits, not even
+ * when a segment is closed: the closed one is handed over (old_fd) and made durable first. */
 typedef struct syncer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int started, stop, busy;
-    int fd;                /* the active segment */
+    int busy_fd;           /* while busy: the descriptor being synced (the loop does not close it) */
+    int fd;                /* the active segment (the loop's descriptor) */
     uint64_t want, done;   /* seqs: written to fd / made durable */
-    int failed;            /* errno of a failed fdatasync of fd: no more syncs until the loop seals it */
+    int failed;            /* errno of a failed fdatasync: no more syncs until the loop seals */
+    int old_fd;            /* a closed segment not yet durable (the syncer's own descriptor), or -1 */
+    uint64_t old_last;     /* the seq of its last record */
+    int dir_fd, dir_dirty; /* dir_dirty: a segment was created since the directory was last synced */
     int interval_ms;
     int event_fd;
 } syncer_t;
@@ -280,8 +285,15 @@ static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
         return NULL;
     }
     space_recovered(sp);
-    /* The new name must survive a power failure for the records in it to. */
-    if (sp->o.fsync != PBSP_FSYNC_NEVER) (void)fsync(sp->dir_fd);
+    /* The new name must survive a power failure for the records in it to: the syncer makes it
+     * durable before the first sync of the segment (interval), or it is done here. */
+    if (sp->sync.started) {
+        pthread_mutex_lock(&sp->sync.mu);
+        sp->sync.dir_dirty = 1;
+        pthread_mutex_unlock(&sp->sync.mu);
+    } else if (sp->o.fsync != PBSP_FSYNC_NEVER) {
+        (void)fsync(sp->dir_fd);
+    }
     s->size = SEG_HDR;
     sp->bytes += SEG_HDR;
     if (sp->tail) sp->tail->next = s;
@@ -304,6 +316,11 @@ static void seg_delete(pbsp_t *sp, seg_t *s) {
     if (unlinkat(sp->dir_fd, name, 0) != 0)
         PBLOG_E("spool.delete", "cannot delete %s/%s: %s (its records are delivered; it will be replayed at the next start)",
                 sp->dir, name, strerror(errno));
+    if (sp->sync.started) { /* a segment closed a moment ago may still be in the syncer's hands */
+        pthread_mutex_lock(&sp->sync.mu);
+        while (sp->sync.busy && sp->sync.busy_fd == s->fd) pthread_cond_wait(&sp->sync.cv, &sp->sync.mu);
+        pthread_mutex_unlock(&sp->sync.mu);
+    }
     close(s->fd);
     seg_t **pp = &sp->head;
     while (*pp != s) pp = &(*pp)->next;
@@ -376,13 +393,39 @@ static int seg_settle(pbsp_t *sp, seg_t *s) {
 
 /* ---- group commit ---- */
 
+/* With y->mu held: a sync up to target ended (r, errno e); tells the loop. After a failure a retry
+ * would succeed without writing the pages that failed (Linux reports a writeback error once): the
+ * loop seals the active segment first (pbsp_serve). */
+static void syncer_done(syncer_t *y, int r, int e, uint64_t target) {
+    if (r != 0) y->failed = e;
+    else if (target > y->done) y->done = target;
+    pthread_cond_broadcast(&y->cv);
+    uint64_t one = 1;
+    (void)!write(y->event_fd, &one, sizeof one);
+}
+
 static void *syncer_main(void *arg) {
     syncer_t *y = arg;
     int64_t last = 0;
     pthread_mutex_lock(&y->mu);
     while (!y->stop) {
-        if (y->want <= y->done || y->failed) {
+        if (y->failed || (y->want <= y->done && y->old_fd < 0)) {
             pthread_cond_wait(&y->cv, &y->mu);
+            continue;
+        }
+        if (y->old_fd >= 0) { /* a closed segment: due now, and before anything in the active one */
+            int fd = y->old_fd;
+            uint64_t target = y->old_last;
+            y->busy = 1;
+            y->busy_fd = fd;
+            pthread_mutex_unlock(&y->mu);
+            int r = fdatasync(fd);
+            int e = errno;
+            close(fd);
+            pthread_mutex_lock(&y->mu);
+            y->busy = 0;
+            y->old_fd = -1;
+            syncer_done(y, r, e, target);
             continue;
         }
         int64_t now = pbclock_mono_ms();
@@ -397,21 +440,19 @@ static void *syncer_main(void *arg) {
             continue;
         }
         uint64_t target = y->want;
-        int fd = y->fd;
+        int fd = y->fd, dir = y->dir_dirty;
         y->busy = 1;
+        y->busy_fd = fd;
+        y->dir_dirty = 0;
         pthread_mutex_unlock(&y->mu);
+        /* The name of a new segment must survive a power failure for the records in it to. */
+        if (dir) (void)fsync(y->dir_fd);
         int r = fdatasync(fd);
         int e = errno;
         last = pbclock_mono_ms();
         pthread_mutex_lock(&y->mu);
         y->busy = 0;
-        /* After a failure a retry would succeed without writing the pages that failed (Linux reports
-         * a writeback error once): the loop seals the segment first (pbsp_serve). */
-        if (r != 0) y->failed = e;
-        else if (target > y->done) y->done = target;
-        pthread_cond_broadcast(&y->cv);
-        uint64_t one = 1;
-        (void)!write(y->event_fd, &one, sizeof one);
+        syncer_done(y, r, e, target);
     }
     pthread_mutex_unlock(&y->mu);
     return NULL;
@@ -465,34 +506,65 @@ static void sync_failed(pbsp_t *sp, int err) {
             strerror(err), sp->fail_lo, sp->fail_hi);
 }
 
-/* Closes the active segment for appends: its bytes are written and made durable (or, if that fails or
- * failed before, reported failed), and a new one starts. */
+/* Interval policy, closing the active segment old: hands it to the syncer, which makes it durable
+ * before anything in the next one, so the loop does not wait for the disk. Waits only while the
+ * segment closed before is still being synced. Returns 1 if handed over; 0 with *err the errno of a
+ * sync that failed (to report), or with *err 0 after syncing old here (no descriptor to spare). */
+static int hand_over(pbsp_t *sp, seg_t *old, int *err) {
+    syncer_t *y = &sp->sync;
+    int handed = 0;
+    pthread_mutex_lock(&y->mu);
+    while (y->old_fd >= 0 && !y->failed) pthread_cond_wait(&y->cv, &y->mu);
+    *err = y->failed;
+    if (!*err) {
+        int fd = fcntl(old->fd, F_DUPFD_CLOEXEC, 0);
+        if (fd >= 0) {
+            y->old_fd = fd;
+            y->old_last = sp->written_seq;
+            if (y->want < sp->written_seq) y->want = sp->written_seq;
+            pthread_cond_signal(&y->cv);
+            handed = 1;
+        } else {
+            while (y->busy) pthread_cond_wait(&y->cv, &y->mu);
+            *err = y->failed ? y->failed : fdatasync(old->fd) != 0 ? errno : 0;
+        }
+    }
+    pthread_mutex_unlock(&y->mu);
+    return handed;
+}
+
+/* Closes the active segment for appends: its bytes are written and made durable (interval: by the
+ * syncer, later; if that fails or failed before, reported failed), and a new one starts. */
 static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
     if (flush_wbuf(sp, errstr, errstr_size) != 0) return -1;
     seg_t *old = sp->tail;
-    int interval = sp->o.fsync == PBSP_FSYNC_INTERVAL;
+    int interval = sp->o.fsync == PBSP_FSYNC_INTERVAL, handed = 0;
     if (sp->o.fsync != PBSP_FSYNC_NEVER && !sp->sealed) {
         int err = 0;
-        if (interval) {
-            pthread_mutex_lock(&sp->sync.mu);
-            while (sp->sync.busy) pthread_cond_wait(&sp->sync.cv, &sp->sync.mu);
-            if (sp->sync.done > sp->durable) sp->durable = sp->sync.done;
-            err = sp->sync.failed;
-        }
-        if (!err && fdatasync(old->fd) != 0) err = errno;
-        if (interval) pthread_mutex_unlock(&sp->sync.mu);
+        if (interval) handed = hand_over(sp, old, &err);
+        else if (fdatasync(old->fd) != 0) err = errno;
         if (err) sync_failed(sp, err);
     }
-    if (!seg_create(sp, errstr, errstr_size)) return -1;
-    /* Every record in the old segment is durable now, or reported failed. */
+    if (!seg_create(sp, errstr, errstr_size)) {
+        /* Handed over: old stays the active segment and the syncer makes it durable all the same. */
+        return -1;
+    }
     sp->sealed = 0;
-    sp->durable = sp->written_seq;
     if (interval) {
         pthread_mutex_lock(&sp->sync.mu);
         sp->sync.fd = sp->tail->fd;
-        sp->sync.failed = 0;
-        sp->sync.want = sp->sync.done = sp->written_seq;
+        if (!handed) {
+            /* Every record in the old segment is durable now, or reported failed. */
+            if (sp->sync.old_fd >= 0) close(sp->sync.old_fd);
+            sp->sync.old_fd = -1;
+            sp->sync.failed = 0;
+            sp->sync.want = sp->sync.done = sp->written_seq;
+            sp->durable = sp->written_seq;
+        }
         pthread_mutex_unlock(&sp->sync.mu);
+    } else {
+        /* Every record in the old segment is durable now, or reported failed. */
+        sp->durable = sp->written_seq;
     }
     /* A cursor at the very end of the old segment moves on; a fully delivered one goes. */
     if (sp->cur == old && sp->cur_off >= old->size) cur_start(sp, sp->tail);
@@ -1230,7 +1302,7 @@ pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, s
     uint64_t cap = o->max_bytes / 4;
     if (sp->o.segment_bytes > cap) sp->o.segment_bytes = cap;
     if (sp->o.segment_bytes < MIN_SEGMENT) sp->o.segment_bytes = MIN_SEGMENT;
-    sp->dir_fd = sp->lock_fd = sp->failed_fd = sp->sync.event_fd = -1;
+    sp->dir_fd = sp->lock_fd = sp->failed_fd = sp->sync.event_fd = sp->sync.old_fd = -1;
     sp->next_seq = sp->next_no = 1;
     if (mkdir_p(o->dir) != 0 || (sp->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         snprintf(errstr, errstr_size, "spool.dir '%s': %s", o->dir, strerror(errno));
@@ -1249,6 +1321,7 @@ pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, s
     if (o->fsync == PBSP_FSYNC_INTERVAL) {
         syncer_t *y = &sp->sync;
         y->fd = sp->tail->fd;
+        y->dir_fd = sp->dir_fd;
         y->interval_ms = o->fsync_interval_ms;
         y->want = y->done = sp->durable;
         pthread_condattr_t ca;
@@ -1285,6 +1358,11 @@ void pbsp_close(pbsp_t *sp) {
         pthread_mutex_unlock(&sp->sync.mu);
         pthread_join(sp->sync.thread, NULL);
     }
+    if (sp->sync.old_fd >= 0) { /* a closed segment the syncer had not got to */
+        (void)fdatasync(sp->sync.old_fd);
+        close(sp->sync.old_fd);
+    }
+    if (sp->sync.dir_dirty) (void)fsync(sp->dir_fd);
     if (sp->sync.event_fd >= 0) {
         close(sp->sync.event_fd);
         pthread_mutex_destroy(&sp->sync.mu);

@@ -22,7 +22,9 @@
  *             acknowledged: as interval, with the least acknowledgement latency and the most fsyncs.
  *
  * Threading: everything runs on the event loop's thread; only the interval syncer is a thread of
- * its own, and it only calls fdatasync on the active segment. */
+ * its own. It calls fdatasync on the active segment and on a segment just closed (which it makes
+ * durable first: the loop never waits for the disk), and fsync on the directory after a segment
+ * was created. */
 #ifndef PB_DAEMON_SPOOL_H
 #define PB_DAEMON_SPOOL_H
 

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,11 @@ void *__wrap_realloc(void *p, size_t n);
 
 /* The next fdatasync_fails calls fail with fdatasync_errno (the interval syncer calls from its thread). */
 static _Atomic int fdatasync_fails, fdatasync_errno;
+/* fdatasync_gate: while 1, fdatasync on any thread but the test's waits (5 s at most, then
+ * gate_timed_out is set and it goes on); test_thread_syncs counts the calls the test's own thread
+ * (the event loop's, in the daemon) makes. */
+static _Atomic int fdatasync_gate, gate_timed_out, test_thread_syncs;
+static pthread_t test_thread;
 /* read(): read_chunk > 0: at most that many bytes a call, every other call interrupted (EINTR);
  * read_eio_after >= 0: fails with EIO once that many bytes were read. */
 static size_t read_chunk, read_total;
@@ -39,6 +46,12 @@ static int read_calls;
 static int realloc_fail_at;
 
 int __wrap_fdatasync(int fd) {
+    if (pthread_equal(pthread_self(), test_thread)) {
+        test_thread_syncs++;
+    } else {
+        for (int i = 0; fdatasync_gate && i < 5000; i++) nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+        if (fdatasync_gate) gate_timed_out = 1;
+    }
     if (fdatasync_fails > 0) {
         fdatasync_fails--;
         errno = fdatasync_errno;
@@ -76,6 +89,7 @@ typedef struct fixture {
 
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof *f);
+    test_thread = pthread_self();
     snprintf(f->dir, sizeof f->dir, "/tmp/pbspool-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
     f->o = (pbsp_options_t){.dir = f->dir, .fsync = PBSP_FSYNC_NEVER, .fsync_interval_ms = 5,
@@ -86,7 +100,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
-    fdatasync_fails = 0;
+    fdatasync_fails = fdatasync_gate = gate_timed_out = test_thread_syncs = 0;
     read_chunk = read_total = 0;
     read_eio_after = -1;
     realloc_fail_at = 0;
@@ -480,6 +494,81 @@ static void test_spool_interval_never_acknowledges_records_whose_fdatasync_faile
     pbsp_close(sp);
 }
 
+/* Appends records from i on, committing each, until the spool has a second segment file. Returns
+ * the next i; *last is the seq of the last record in the first segment. */
+static int fill_first_segment(fixture_t *f, pbsp_t *sp, int i, uint64_t *last) {
+    for (; count_files(f->dir, "seg-") < 2; i++) {
+        assert_true(i < 1000);
+        pbsp_ticket_t t = append(sp, i);
+        *last = t.seq;
+        commit(sp);
+    }
+    *last -= 1; /* the append that found the segment full went to the new one */
+    return i;
+}
+
+static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync = PBSP_FSYNC_INTERVAL;
+    f->o.segment_bytes = 4096;
+    pbsp_t *sp = open_ok(f, NULL);
+    pbsp_ticket_t a = append(sp, 0);
+    commit(sp);
+    wait_durable(sp, a.seq);
+    assert_true(pbsp_durable_seq(sp) >= a.seq);
+    /* The disk stalls: the event loop must go on appending into a new segment, not wait for it. */
+    fdatasync_gate = 1;
+    uint64_t last_old = 0;
+    int n = fill_first_segment(f, sp, 1, &last_old);
+    assert_false(gate_timed_out);
+    assert_int_equal(test_thread_syncs, 0);
+    /* Nothing of the closed segment counts as durable before its sync is done. */
+    for (int k = 0; k < 5; k++) {
+        struct pollfd p = {.fd = pbsp_event_fd(sp), .events = POLLIN};
+        (void)poll(&p, 1, 10);
+        pbsp_serve(sp);
+        assert_true(pbsp_durable_seq(sp) < last_old);
+    }
+    fdatasync_gate = 0;
+    pbsp_ticket_t b = append(sp, n);
+    commit(sp);
+    wait_durable(sp, b.seq);
+    assert_true(pbsp_durable_seq(sp) >= b.seq);
+    assert_false(gate_timed_out);
+    assert_int_equal(test_thread_syncs, 0);
+    uint64_t lo, hi;
+    char why[200];
+    assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 0);
+    for (int i = 0; i <= n; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+    pbsp_close(sp);
+}
+
+static void test_spool_interval_failed_sync_of_a_closed_segment_fails_its_records(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync = PBSP_FSYNC_INTERVAL;
+    f->o.segment_bytes = 4096;
+    pbsp_t *sp = open_ok(f, NULL);
+    fdatasync_gate = 1; /* the syncer's next sync waits, then fails */
+    fail_fdatasync(EIO, 1);
+    uint64_t last_old = 0;
+    int n = fill_first_segment(f, sp, 0, &last_old);
+    fdatasync_gate = 0;
+    uint64_t lo, hi;
+    char why[200];
+    assert_true(wait_failed(sp, 1, &lo, &hi, why, sizeof why));
+    assert_true(lo <= 1 && hi >= last_old);
+    assert_non_null(strstr(why, strerror(EIO)));
+    pbsp_ticket_t b = append(sp, n);
+    commit(sp);
+    wait_durable(sp, b.seq);
+    assert_true(pbsp_durable_seq(sp) >= b.seq);
+    /* Records whose sync failed are still sent. */
+    for (int i = 0; i <= n; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+    pbsp_close(sp);
+}
+
 static void test_spool_full_disk_reported_by_fdatasync_pauses_until_space_returns(void **state) {
     fixture_t *f = *state;
     f->o.fsync = PBSP_FSYNC_ALWAYS;
@@ -772,6 +861,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_sets_refused_records_aside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_always_never_acknowledges_records_whose_fdatasync_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_interval_never_acknowledges_records_whose_fdatasync_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_interval_failed_sync_of_a_closed_segment_fails_its_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_full_disk_reported_by_fdatasync_pauses_until_space_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_refuses_to_open_when_a_segment_cannot_be_read_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_recovers_through_short_and_interrupted_reads, setup, teardown),
