@@ -38,7 +38,7 @@ length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every re
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's);
 PB_BENCH_PREDBRIDGED_CONF is added to predbridged's configuration (lines of key = value).
-PB_BENCH_SPOOL_RUNS (3, or 1 with --quick) is how many times predbridged runs with spool.fsync
+PB_BENCH_SPOOL_RUNS (5, or 1 with --quick) is how many times predbridged runs with spool.fsync
 interval and never, taking turns, in each full-speed scenario (the spool cost's median ratio).
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
 PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
@@ -388,7 +388,7 @@ timeout --kill-after=5 120 "$bin/pb_loadgen" --stdout -n 100000 -s 300 --timeout
   || { tail -n 3 "$tmp/raw.log" >&2; die "the broker warm-up failed"; }
 
 rate_secs=${PB_BENCH_RATE_SECS:-$([ "$quick" = 1 ] && echo 3 || echo 10)}
-spool_runs=${PB_BENCH_SPOOL_RUNS:-$([ "$quick" = 1 ] && echo 1 || echo 3)}
+spool_runs=${PB_BENCH_SPOOL_RUNS:-$([ "$quick" = 1 ] && echo 1 || echo 5)}
 if [ "$quick" = 1 ]; then
   n300=${PB_BENCH_N300:-50000}
   scenario "300B ff" 300 "$n300" none 0 nofsync
