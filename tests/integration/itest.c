@@ -596,6 +596,10 @@ int itest_daemon_start_http(itest_daemon_t *d, const char *topic, const char *ex
         itest_system("cat '%s' >&2", d->log_path);
         die("predbridged did not start (status %d)", st);
     }
+    return itest_daemon_http_port(d);
+}
+
+int itest_daemon_http_port(itest_daemon_t *d) {
     if (!itest_daemon_log_wait(d, "(port ", 10000)) die("predbridged did not log its HTTP port"); /* text or JSON */
     FILE *f = fopen(d->log_path, "r");
     if (!f) die("cannot read %s: %s", d->log_path, strerror(errno));

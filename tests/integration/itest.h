@@ -126,6 +126,10 @@ void itest_records_free(itest_record_t *r, size_t n);
  * Exits the test if the daemon does not start. */
 int itest_daemon_start_http(itest_daemon_t *d, const char *topic, const char *extra);
 
+/* The port a running predbridged configured with http.listen logs it listens on; exits the test if it
+ * logs none within 10 s. (itest_daemon_start_http calls it; for tests that start the daemon themselves.) */
+int itest_daemon_http_port(itest_daemon_t *d);
+
 /* An HTTP/1.0 request to 127.0.0.1:port: *status and body (NUL-terminated, cut to body_size).
  * Returns 0, or -1 if there was no HTTP answer. */
 int itest_http_request(int port, const char *method, const char *path, int *status, char *body, size_t body_size);
