@@ -1,10 +1,12 @@
 /* it_spool: nothing predbridged acknowledged as accepted is lost: kill -9 at random moments, a
  * broker outage of 30 s, a full disk. What arrived is read back through libpredbridge (duplicate
- * suppression on, as by default), whose callback must see every acknowledged id exactly once. */
+ * suppression on, as by default), whose callback must see every acknowledged id exactly once. And a
+ * failed fdatasync (injected by fault_fdatasync.c) is never answered accepted. */
 #include "it_consumer_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -352,11 +354,179 @@ static void test_spool_full_disk_holds_writers_back_and_recovers(void **state) {
     free(st.ids);
 }
 
+/* ---- a failed fdatasync ---- */
+
+/* Reply lines of one connection, read with a deadline. */
+typedef struct replies {
+    int fd;
+    char buf[16384];
+    size_t len;
+    char line[4096];
+} replies_t;
+
+/* The next reply line, without its newline; NULL if none is complete within timeout_ms. */
+static const char *next_reply(replies_t *r, int timeout_ms) {
+    int64_t deadline = itest_now_ms() + timeout_ms;
+    for (;;) {
+        char *nl = memchr(r->buf, '\n', r->len);
+        if (nl) {
+            size_t n = (size_t)(nl - r->buf);
+            assert_true(n < sizeof r->line);
+            memcpy(r->line, r->buf, n);
+            r->line[n] = '\0';
+            r->len -= n + 1;
+            memmove(r->buf, nl + 1, r->len);
+            return r->line;
+        }
+        int64_t left = deadline - itest_now_ms();
+        if (left <= 0) return NULL;
+        assert_true(r->len < sizeof r->buf);
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) continue;
+        ssize_t got = recv(r->fd, r->buf + r->len, sizeof r->buf - r->len, 0);
+        if (got == 0) fail_msg("predbridged closed the connection");
+        if (got < 0 && errno != EINTR) fail_msg("recv: %s", strerror(errno));
+        if (got > 0) r->len += (size_t)got;
+    }
+}
+
+/* Sends predictions first..first+n-1, one line each (line i of the connection is prediction i - 1),
+ * and checks that each reply has the line's seq and `status`; a failed one, the reason of a failed
+ * sync. */
+static void send_expect(replies_t *r, int first, int n, const char *status) {
+    char buf[4096], want[64];
+    size_t len = 0;
+    for (int i = first; i < first + n; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len,
+                                "{\"model_version\":\"fsync\",\"prediction\":%d}\n", i);
+    assert_true(len < sizeof buf);
+    assert_int_equal(itest_write_all(r->fd, buf, len), 0);
+    snprintf(want, sizeof want, "\"status\":\"%s\"", status);
+    for (int i = first; i < first + n; i++) {
+        const char *line = next_reply(r, 30000);
+        if (!line) fail_msg("no reply to line %d (%s expected) within 30 s", i + 1, status);
+        long seq = -1;
+        if (sscanf(line, "{\"seq\":%ld", &seq) != 1 || seq != i + 1)
+            fail_msg("reply to line %d: %s", i + 1, line);
+        if (!strstr(line, want)) fail_msg("line %d: expected %s: %s", i + 1, want, line);
+        if (!strcmp(status, "failed") &&
+            (!strstr(line, "\"reason\":\"spool_fsync: fdatasync of seg-") || !strstr(line, ".pbs failed: ") ||
+             !strstr(line, "Input/output error") || !strstr(line, "not durable, send it again")))
+            fail_msg("line %d: not the reason of a failed fdatasync: %s", i + 1, line);
+    }
+}
+
+static char *env_save(const char *name) {
+    const char *v = getenv(name);
+    return v ? strdup(v) : NULL;
+}
+
+static void env_restore(const char *name, char *saved) {
+    if (saved) setenv(name, saved, 1);
+    else unsetenv(name);
+    free(saved);
+}
+
+/* Starts d with fault_fdatasync.c preloaded, its fdatasyncs failing while `trigger` exists. The
+ * environment is the test's own again afterwards: nothing else the test runs loads the module. */
+static void start_with_failing_fdatasync(itest_daemon_t *d, const char *trigger) {
+    char *preload = env_save("LD_PRELOAD"), *asan = env_save("ASAN_OPTIONS");
+    char *fault = env_save("PB_FAULT_FDATASYNC");
+    char opts[2048];
+    /* The module comes before the ASan runtime in the load order, which ASan refuses unless told. */
+    snprintf(opts, sizeof opts, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
+    assert_int_equal(setenv("ASAN_OPTIONS", opts, 1), 0);
+    assert_int_equal(setenv("LD_PRELOAD", PB_FAULT_FDATASYNC_SO, 1), 0);
+    assert_int_equal(setenv("PB_FAULT_FDATASYNC", trigger, 1), 0);
+    int status = -1, rc = itest_daemon_start(d, &status);
+    env_restore("LD_PRELOAD", preload);
+    env_restore("ASAN_OPTIONS", asan);
+    env_restore("PB_FAULT_FDATASYNC", fault);
+    if (rc != 0) {
+        itest_system("cat '%s' >&2", d->log_path);
+        fail_msg("predbridged with %s preloaded did not start (status %d)", PB_FAULT_FDATASYNC_SO, status);
+    }
+}
+
+/* predbridge_spool_fsync_failures_total once it is at least min (the spool's numbers are published
+ * once a second), or what it is after 10 s. */
+static long long fsync_failures(int port, long long min) {
+    static char body[65536];
+    long long v = -1;
+    for (int64_t deadline = itest_now_ms() + 10000;; poll(NULL, 0, 100)) {
+        int status = 0;
+        if (itest_http_request(port, "GET", "/metrics", &status, body, sizeof body) != 0 || status != 200)
+            fail_msg("GET /metrics on port %d: status %d", port, status);
+        v = itest_metric(body, "predbridge_spool_fsync_failures_total");
+        if (v >= min || itest_now_ms() >= deadline) return v;
+    }
+}
+
+static void test_spool_failed_fdatasync_answers_failed_and_still_delivers(void **state) {
+    (void)state;
+    enum { PER_PHASE = 5, N = 3 * PER_PHASE };
+    char topic[256], trigger[700];
+    itest_create_topic("predictions-it-spool-fsync", 1, topic, sizeof topic);
+    itest_daemon_t d;
+    itest_daemon_config(&d, topic,
+                        "http.listen = 127.0.0.1:0\nspool.fsync = interval\nspool.fsync_interval_ms = 10");
+    snprintf(trigger, sizeof trigger, "%s/fail-fdatasync", d.dir);
+    start_with_failing_fdatasync(&d, trigger);
+    int port = itest_daemon_http_port(&d);
+    replies_t r = {.fd = itest_connect(d.socket_path)};
+    assert_true(r.fd >= 0);
+    const char *hello = "{\"ack\":\"accepted\"}\n";
+    assert_int_equal(itest_write_all(r.fd, hello, strlen(hello)), 0);
+    const char *ready = next_reply(&r, 30000);
+    if (!ready || !strstr(ready, "{\"seq\":0,") || !strstr(ready, "\"status\":\"ready\""))
+        fail_msg("handshake: %s", ready ? ready : "none within 30 s");
+
+    /* Syncs work: accepted (spool seqs 1..5). */
+    send_expect(&r, 0, PER_PHASE, "accepted");
+    assert_int_equal(fsync_failures(port, 0), 0);
+
+    /* Syncs fail: the lines written since the last good one are answered failed, and logged. */
+    int fd = open(trigger, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    send_expect(&r, PER_PHASE, PER_PHASE, "failed");
+    assert_true(itest_daemon_log_wait(&d, "spool.fsync", 10000));
+    assert_true(itest_daemon_log_wait(&d, "failed: Input/output error; records 6..", 1000));
+    long long failures = fsync_failures(port, 1);
+    if (failures < 1)
+        fail_msg("predbridge_spool_fsync_failures_total is %lld after a failed fdatasync", failures);
+
+    /* Syncs work again: the failed segment was sealed, the new one is trusted. */
+    assert_int_equal(unlink(trigger), 0);
+    send_expect(&r, 2 * PER_PHASE, PER_PHASE, "accepted");
+    close(r.fd);
+
+    /* Every line reached the topic exactly once, those answered failed too (they stayed in the spool). */
+    size_t n = 0;
+    itest_record_t *recs = itest_consume(topic, N, 60000, &n);
+    assert_int_equal(n, N);
+    int seen[N] = {0};
+    for (size_t k = 0; k < n; k++) {
+        json_t *o = json_loads(recs[k].value, 0, NULL);
+        assert_non_null(o);
+        json_int_t v = json_integer_value(json_object_get(o, "prediction"));
+        json_decref(o);
+        if (v < 0 || v >= N) fail_msg("unexpected record: %s", recs[k].value);
+        seen[v]++;
+    }
+    itest_records_free(recs, n);
+    for (int i = 0; i < N; i++)
+        if (seen[i] != 1) fail_msg("prediction %d arrived %d times", i, seen[i]);
+    assert_int_equal(itest_daemon_stop(&d, 60000), 0);
+    assert_int_equal(itest_topic_size(topic), N); /* nothing more was sent before the daemon stopped */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spool_kill9_at_random_moments_loses_no_acknowledged_record),
         cmocka_unit_test(test_spool_full_disk_holds_writers_back_and_recovers),
         cmocka_unit_test(test_spool_broker_stopped_for_30s_mid_stream_everything_arrives),
+        cmocka_unit_test(test_spool_failed_fdatasync_answers_failed_and_still_delivers),
     };
     const char *filter = getenv("PB_ITEST_FILTER");
     if (filter && *filter) cmocka_set_test_filter(filter);
