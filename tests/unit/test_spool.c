@@ -507,11 +507,27 @@ static int fill_first_segment(fixture_t *f, pbsp_t *sp, int i, uint64_t *last) {
     return i;
 }
 
-static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer(void **state) {
-    fixture_t *f = *state;
+/* interval policy, segments of the smallest size: a few dozen records fill one. */
+static pbsp_t *open_interval_small_segments(fixture_t *f) {
     f->o.fsync = PBSP_FSYNC_INTERVAL;
     f->o.segment_bytes = 4096;
-    pbsp_t *sp = open_ok(f, NULL);
+    return open_ok(f, NULL);
+}
+
+/* Appends record n, which (in a new segment) must become durable, then reads back and retires
+ * records 0..n in order: nothing was lost on the way. */
+static void append_durable_then_replay_all(pbsp_t *sp, int n) {
+    pbsp_ticket_t b = append(sp, n);
+    commit(sp);
+    wait_durable(sp, b.seq);
+    assert_true(pbsp_durable_seq(sp) >= b.seq);
+    for (int i = 0; i <= n; i++) pbsp_retire(sp, expect_next(sp, i));
+    expect_end(sp);
+}
+
+static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_interval_small_segments(f);
     pbsp_ticket_t a = append(sp, 0);
     commit(sp);
     wait_durable(sp, a.seq);
@@ -530,25 +546,18 @@ static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer
         assert_true(pbsp_durable_seq(sp) < last_old);
     }
     fdatasync_gate = 0;
-    pbsp_ticket_t b = append(sp, n);
-    commit(sp);
-    wait_durable(sp, b.seq);
-    assert_true(pbsp_durable_seq(sp) >= b.seq);
-    assert_false(gate_timed_out);
-    assert_int_equal(test_thread_syncs, 0);
     uint64_t lo, hi;
     char why[200];
+    append_durable_then_replay_all(sp, n);
+    assert_false(gate_timed_out);
+    assert_int_equal(test_thread_syncs, 0);
     assert_int_equal(pbsp_take_failed(sp, &lo, &hi, why, sizeof why), 0);
-    for (int i = 0; i <= n; i++) pbsp_retire(sp, expect_next(sp, i));
-    expect_end(sp);
     pbsp_close(sp);
 }
 
 static void test_spool_interval_failed_sync_of_a_closed_segment_fails_its_records(void **state) {
     fixture_t *f = *state;
-    f->o.fsync = PBSP_FSYNC_INTERVAL;
-    f->o.segment_bytes = 4096;
-    pbsp_t *sp = open_ok(f, NULL);
+    pbsp_t *sp = open_interval_small_segments(f);
     fdatasync_gate = 1; /* the syncer's next sync waits, then fails */
     fail_fdatasync(EIO, 1);
     uint64_t last_old = 0;
@@ -559,13 +568,7 @@ static void test_spool_interval_failed_sync_of_a_closed_segment_fails_its_record
     assert_true(wait_failed(sp, 1, &lo, &hi, why, sizeof why));
     assert_true(lo <= 1 && hi >= last_old);
     assert_non_null(strstr(why, strerror(EIO)));
-    pbsp_ticket_t b = append(sp, n);
-    commit(sp);
-    wait_durable(sp, b.seq);
-    assert_true(pbsp_durable_seq(sp) >= b.seq);
-    /* Records whose sync failed are still sent. */
-    for (int i = 0; i <= n; i++) pbsp_retire(sp, expect_next(sp, i));
-    expect_end(sp);
+    append_durable_then_replay_all(sp, n); /* records whose sync failed are still sent */
     pbsp_close(sp);
 }
 
