@@ -55,10 +55,13 @@ typedef struct syncer {
     int started, stop, busy;
     int busy_fd;           /* while busy: the descriptor being synced (the loop does not close it) */
     int fd;                /* the active segment (the loop's descriptor) */
+    uint64_t fd_no;        /* its number */
     uint64_t want, done;   /* seqs: written to fd / made durable */
-    int failed;            /* errno of a failed fdatasync: no more syncs until the loop seals */
+    int failed;            /* errno of a failed sync: no more syncs until the loop seals */
+    uint64_t failed_no;    /* the segment whose sync failed */
     int old_fd;            /* a closed segment not yet durable (the syncer's own descriptor), or -1 */
     uint64_t old_last;     /* the seq of its last record */
+    uint64_t old_no;       /* its number */
     int dir_fd, dir_dirty; /* dir_dirty: a segment was created since the directory was last synced */
     int interval_ms;
     int event_fd;
@@ -393,12 +396,31 @@ static int seg_settle(pbsp_t *sp, seg_t *s) {
 
 /* ---- group commit ---- */
 
-/* With y->mu held: a sync up to target ended (r, errno e); tells the loop. After a failure a retry
- * would succeed without writing the pages that failed (Linux reports a writeback error once): the
- * loop seals the active segment first (pbsp_serve). */
-static void syncer_done(syncer_t *y, int r, int e, uint64_t target) {
-    if (r != 0) y->failed = e;
-    else if (target > y->done) y->done = target;
+/* With y->mu held (released meanwhile): makes segment seg_no (descriptor fd; closed: the syncer's
+ * own, closed here) durable up to target, after the directory if a segment was created since it was
+ * last synced: a new segment's name must survive a power failure for the records in it to. Then
+ * tells the loop. After a failure a retry would succeed without writing the pages that failed (Linux
+ * reports a writeback error once): the loop seals the active segment first (pbsp_serve). */
+static void syncer_sync(syncer_t *y, int fd, uint64_t target, uint64_t seg_no, int closed) {
+    int dir = y->dir_dirty;
+    y->dir_dirty = 0;
+    y->busy = 1;
+    y->busy_fd = fd;
+    pthread_mutex_unlock(&y->mu);
+    int r = dir ? fsync(y->dir_fd) : 0;
+    if (r == 0) r = fdatasync(fd);
+    int e = errno;
+    if (closed) close(fd);
+    pthread_mutex_lock(&y->mu);
+    y->busy = 0;
+    if (closed) y->old_fd = -1;
+    if (r != 0) {
+        y->failed = e;
+        y->failed_no = seg_no;
+        y->dir_dirty |= dir;
+    } else if (target > y->done) {
+        y->done = target;
+    }
     pthread_cond_broadcast(&y->cv);
     uint64_t one = 1;
     (void)!write(y->event_fd, &one, sizeof one);
@@ -414,18 +436,7 @@ static void *syncer_main(void *arg) {
             continue;
         }
         if (y->old_fd >= 0) { /* a closed segment: due now, and before anything in the active one */
-            int fd = y->old_fd;
-            uint64_t target = y->old_last;
-            y->busy = 1;
-            y->busy_fd = fd;
-            pthread_mutex_unlock(&y->mu);
-            int r = fdatasync(fd);
-            int e = errno;
-            close(fd);
-            pthread_mutex_lock(&y->mu);
-            y->busy = 0;
-            y->old_fd = -1;
-            syncer_done(y, r, e, target);
+            syncer_sync(y, y->old_fd, y->old_last, y->old_no, 1);
             continue;
         }
         int64_t now = pbclock_mono_ms();
@@ -439,20 +450,8 @@ static void *syncer_main(void *arg) {
             pthread_cond_timedwait(&y->cv, &y->mu, &ts);
             continue;
         }
-        uint64_t target = y->want;
-        int fd = y->fd, dir = y->dir_dirty;
-        y->busy = 1;
-        y->busy_fd = fd;
-        y->dir_dirty = 0;
-        pthread_mutex_unlock(&y->mu);
-        /* The name of a new segment must survive a power failure for the records in it to. */
-        if (dir) (void)fsync(y->dir_fd);
-        int r = fdatasync(fd);
-        int e = errno;
+        syncer_sync(y, y->fd, y->want, y->fd_no, 0);
         last = pbclock_mono_ms();
-        pthread_mutex_lock(&y->mu);
-        y->busy = 0;
-        syncer_done(y, r, e, target);
     }
     pthread_mutex_unlock(&y->mu);
     return NULL;
@@ -485,15 +484,15 @@ static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
     return 0;
 }
 
-/* An fdatasync of the active segment failed with err. Linux reports a writeback error once and marks
+/* A sync of segment seg_no (the active one, or with interval one just closed) failed with err. Linux reports a writeback error once and marks
  * the pages that failed clean: a retry succeeds without writing them, and what they held may already
  * be gone from memory. So no record written to this segment since its last successful sync may ever
  * be called durable: they are reported failed (pbsp_take_failed; their writers send them again) and
  * the segment is sealed: appends go to a new one, whose syncs mean something again. */
-static void sync_failed(pbsp_t *sp, int err) {
+static void sync_failed(pbsp_t *sp, int err, uint64_t seg_no) {
     sp->sync_failures++;
     char name[64];
-    seg_name(name, sizeof name, sp->tail->no);
+    seg_name(name, sizeof name, seg_no);
     sp->sealed = 1;
     if (err == ENOSPC || err == EDQUOT) sp->nospace = sp->space_event = sp->sync_nospace = 1;
     if (sp->buffered_seq <= sp->durable) return; /* nothing was waiting for this sync */
@@ -507,28 +506,38 @@ static void sync_failed(pbsp_t *sp, int err) {
 }
 
 /* Interval policy, closing the active segment old: hands it to the syncer, which makes it durable
- * before anything in the next one, so the loop does not wait for the disk. Waits only while the
- * segment closed before is still being synced. Returns 1 if handed over; 0 with *err the errno of a
- * sync that failed (to report), or with *err 0 after syncing old here (no descriptor to spare). */
-static int hand_over(pbsp_t *sp, seg_t *old, int *err) {
+ * before anything in the next one, so the loop does not wait for the disk (only while the segment
+ * closed before is still being synced). Returns 1 if handed over. Otherwise 0, with *err the errno of
+ * a sync that failed (to report, for segment *err_no), or 0 after syncing old here (no descriptor to
+ * spare). What the syncer made durable counts first: a failure reports only what came after it. */
+static int hand_over(pbsp_t *sp, seg_t *old, int *err, uint64_t *err_no) {
     syncer_t *y = &sp->sync;
     int handed = 0;
     pthread_mutex_lock(&y->mu);
     while (y->old_fd >= 0 && !y->failed) pthread_cond_wait(&y->cv, &y->mu);
-    *err = y->failed;
-    if (!*err) {
-        int fd = fcntl(old->fd, F_DUPFD_CLOEXEC, 0);
-        if (fd >= 0) {
-            y->old_fd = fd;
-            y->old_last = sp->written_seq;
-            if (y->want < sp->written_seq) y->want = sp->written_seq;
-            pthread_cond_signal(&y->cv);
-            handed = 1;
-        } else {
-            while (y->busy) pthread_cond_wait(&y->cv, &y->mu);
-            *err = y->failed ? y->failed : fdatasync(old->fd) != 0 ? errno : 0;
+    int fd = y->failed ? -1 : fcntl(old->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0) {
+        y->old_fd = fd;
+        y->old_last = sp->written_seq;
+        y->old_no = old->no;
+        if (y->want < sp->written_seq) y->want = sp->written_seq;
+        pthread_cond_signal(&y->cv);
+        handed = 1;
+    } else if (!y->failed) {
+        while (y->busy) pthread_cond_wait(&y->cv, &y->mu);
+        if (!y->failed) {
+            int dir = y->dir_dirty;
+            if ((dir && fsync(sp->dir_fd) != 0) || fdatasync(old->fd) != 0) {
+                y->failed = errno;
+                y->failed_no = old->no;
+            } else {
+                y->dir_dirty = 0;
+            }
         }
     }
+    if (y->done > sp->durable) sp->durable = y->done;
+    *err = handed ? 0 : y->failed;
+    *err_no = y->failed_no;
     pthread_mutex_unlock(&y->mu);
     return handed;
 }
@@ -541,9 +550,10 @@ static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
     int interval = sp->o.fsync == PBSP_FSYNC_INTERVAL, handed = 0;
     if (sp->o.fsync != PBSP_FSYNC_NEVER && !sp->sealed) {
         int err = 0;
-        if (interval) handed = hand_over(sp, old, &err);
+        uint64_t err_no = old->no;
+        if (interval) handed = hand_over(sp, old, &err, &err_no);
         else if (fdatasync(old->fd) != 0) err = errno;
-        if (err) sync_failed(sp, err);
+        if (err) sync_failed(sp, err, err_no);
     }
     if (!seg_create(sp, errstr, errstr_size)) {
         /* Handed over: old stays the active segment and the syncer makes it durable all the same. */
@@ -553,6 +563,7 @@ static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
     if (interval) {
         pthread_mutex_lock(&sp->sync.mu);
         sp->sync.fd = sp->tail->fd;
+        sp->sync.fd_no = sp->tail->no;
         if (!handed) {
             /* Every record in the old segment is durable now, or reported failed. */
             if (sp->sync.old_fd >= 0) close(sp->sync.old_fd);
@@ -589,7 +600,7 @@ static void make_durable(pbsp_t *sp) {
             if (fdatasync(sp->tail->fd) == 0) {
                 sp->durable = sp->written_seq;
             } else {
-                sync_failed(sp, errno);
+                sync_failed(sp, errno, sp->tail->no);
                 seal(sp);
             }
         }
@@ -728,9 +739,10 @@ void pbsp_serve(pbsp_t *sp) {
     pthread_mutex_lock(&sp->sync.mu);
     if (sp->sync.done > sp->durable) sp->durable = sp->sync.done;
     int err = sp->sync.failed;
+    uint64_t err_no = sp->sync.failed_no;
     pthread_mutex_unlock(&sp->sync.mu);
     if (err && !sp->sealed) {
-        sync_failed(sp, err);
+        sync_failed(sp, err, err_no);
         seal(sp);
     }
 }
@@ -1321,6 +1333,7 @@ pbsp_t *pbsp_open(const pbsp_options_t *o, pbsp_recovery_t *rec, char *errstr, s
     if (o->fsync == PBSP_FSYNC_INTERVAL) {
         syncer_t *y = &sp->sync;
         y->fd = sp->tail->fd;
+        y->fd_no = sp->tail->no;
         y->dir_fd = sp->dir_fd;
         y->interval_ms = o->fsync_interval_ms;
         y->want = y->done = sp->durable;

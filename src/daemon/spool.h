@@ -23,8 +23,9 @@
  *
  * Threading: everything runs on the event loop's thread; only the interval syncer is a thread of
  * its own. It calls fdatasync on the active segment and on a segment just closed (which it makes
- * durable first: the loop never waits for the disk), and fsync on the directory after a segment
- * was created. */
+ * durable first, so that closing a segment does not wait for the disk unless the one closed before
+ * is still being synced), and fsync on the directory before the first sync after a segment was
+ * created. */
 #ifndef PB_DAEMON_SPOOL_H
 #define PB_DAEMON_SPOOL_H
 

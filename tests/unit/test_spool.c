@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@
 /* ---- system calls a test makes fail (linked with --wrap, see tests/CMakeLists.txt) ---- */
 
 int __real_fdatasync(int fd);
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
 ssize_t __real_read(int fd, void *buf, size_t n);
 void *__real_realloc(void *p, size_t n);
 int __wrap_fdatasync(int fd);
@@ -37,6 +40,12 @@ static _Atomic int fdatasync_fails, fdatasync_errno;
  * (the event loop's, in the daemon) makes. */
 static _Atomic int fdatasync_gate, gate_timed_out, test_thread_syncs;
 static pthread_t test_thread;
+/* fdatasync of segment number fail_segment fails once with EIO (then fail_segment is 0 again). */
+static _Atomic unsigned long long fail_segment;
+/* fsync of a directory: dir_synced_seg is the highest segment number in the fixture's directory
+ * when a successful sync of it began (the names it made durable). */
+static _Atomic unsigned long long dir_synced_seg;
+static char wrap_dir[64];
 /* read(): read_chunk > 0: at most that many bytes a call, every other call interrupted (EINTR);
  * read_eio_after >= 0: fails with EIO once that many bytes were read. */
 static size_t read_chunk, read_total;
@@ -45,7 +54,45 @@ static int read_calls;
 /* > 0: the realloc_fail_at-th realloc from now returns NULL. */
 static int realloc_fail_at;
 
+/* The number of the segment file fd is open on, 0 if it is none. */
+static unsigned long long segment_of(int fd) {
+    char link[64], path[512];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0) return 0;
+    path[n] = '\0';
+    const char *base = strrchr(path, '/');
+    unsigned long long no = 0;
+    return base && sscanf(base, "/seg-%llu.pbs", &no) == 1 ? no : 0;
+}
+
+static unsigned long long highest_segment(const char *dir) {
+    unsigned long long top = 0, no;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (sscanf(e->d_name, "seg-%llu.pbs", &no) == 1 && no > top) top = no;
+    if (d) closedir(d);
+    return top;
+}
+
+int __wrap_fsync(int fd) {
+    struct stat st;
+    unsigned long long top = 0;
+    if (wrap_dir[0] && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) top = highest_segment(wrap_dir);
+    int r = __real_fsync(fd);
+    unsigned long long was = dir_synced_seg;
+    while (r == 0 && top > was && !atomic_compare_exchange_weak(&dir_synced_seg, &was, top)) {
+    }
+    return r;
+}
+
 int __wrap_fdatasync(int fd) {
+    unsigned long long target = fail_segment;
+    if (target && segment_of(fd) == target && atomic_compare_exchange_strong(&fail_segment, &target, 0)) {
+        errno = EIO;
+        return -1;
+    }
     if (pthread_equal(pthread_self(), test_thread)) {
         test_thread_syncs++;
     } else {
@@ -92,6 +139,7 @@ static int setup(void **state) {
     test_thread = pthread_self();
     snprintf(f->dir, sizeof f->dir, "/tmp/pbspool-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
+    snprintf(wrap_dir, sizeof wrap_dir, "%s", f->dir);
     f->o = (pbsp_options_t){.dir = f->dir, .fsync = PBSP_FSYNC_NEVER, .fsync_interval_ms = 5,
                             .max_bytes = 64u << 20, .segment_bytes = 16u << 20};
     *state = f;
@@ -101,6 +149,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture_t *f = *state;
     fdatasync_fails = fdatasync_gate = gate_timed_out = test_thread_syncs = 0;
+    fail_segment = dir_synced_seg = 0;
+    wrap_dir[0] = '\0';
     read_chunk = read_total = 0;
     read_eio_after = -1;
     realloc_fail_at = 0;
@@ -494,10 +544,11 @@ static void test_spool_interval_never_acknowledges_records_whose_fdatasync_faile
     pbsp_close(sp);
 }
 
-/* Appends records from i on, committing each, until the spool has a second segment file. Returns
- * the next i; *last is the seq of the last record in the first segment. */
-static int fill_first_segment(fixture_t *f, pbsp_t *sp, int i, uint64_t *last) {
-    for (; count_files(f->dir, "seg-") < 2; i++) {
+/* Appends records from i on, committing each, until the spool has `files` segment files (none is
+ * deleted: nothing is retired). Returns the next i; *last is the seq of the last record in the
+ * segment before the newest. */
+static int fill_until_segments(fixture_t *f, pbsp_t *sp, int i, int files, uint64_t *last) {
+    for (; count_files(f->dir, "seg-") < files; i++) {
         assert_true(i < 1000);
         pbsp_ticket_t t = append(sp, i);
         *last = t.seq;
@@ -505,6 +556,10 @@ static int fill_first_segment(fixture_t *f, pbsp_t *sp, int i, uint64_t *last) {
     }
     *last -= 1; /* the append that found the segment full went to the new one */
     return i;
+}
+
+static int fill_first_segment(fixture_t *f, pbsp_t *sp, int i, uint64_t *last) {
+    return fill_until_segments(f, sp, i, 2, last);
 }
 
 /* interval policy, segments of the smallest size: a few dozen records fill one. */
@@ -569,6 +624,47 @@ static void test_spool_interval_failed_sync_of_a_closed_segment_fails_its_record
     assert_true(lo <= 1 && hi >= last_old);
     assert_non_null(strstr(why, strerror(EIO)));
     append_durable_then_replay_all(sp, n); /* records whose sync failed are still sent */
+    pbsp_close(sp);
+}
+
+static void test_spool_interval_syncs_the_directory_before_a_closed_segment_counts(void **state) {
+    fixture_t *f = *state;
+    f->o.fsync_interval_ms = 10000; /* after the first, only closed segments are synced in this test */
+    pbsp_t *sp = open_interval_small_segments(f);
+    pbsp_ticket_t a = append(sp, 0);
+    commit(sp);
+    wait_durable(sp, a.seq);
+    assert_true(pbsp_durable_seq(sp) >= a.seq);
+    /* Segment 2 is created, filled and closed: its records count only once its name is durable. */
+    uint64_t last1 = 0, last2 = 0;
+    int n = fill_first_segment(f, sp, 1, &last1);
+    n = fill_until_segments(f, sp, n, 3, &last2);
+    wait_durable(sp, last2);
+    assert_true(pbsp_durable_seq(sp) >= last2);
+    assert_true(dir_synced_seg >= 2);
+    pbsp_close(sp);
+}
+
+static void test_spool_interval_failure_after_a_good_sync_reports_only_later_records(void **state) {
+    fixture_t *f = *state;
+    pbsp_t *sp = open_interval_small_segments(f);
+    fail_segment = 2;
+    uint64_t last1 = 0, last2 = 0;
+    int n = fill_first_segment(f, sp, 0, &last1);
+    /* Segment 1 is synced and a sync of segment 2 fails before the loop serves the syncer. */
+    pbsp_ticket_t t = append(sp, n++);
+    commit(sp);
+    for (int i = 0; i < 500 && fail_segment; i++) (void)poll(NULL, 0, 10);
+    assert_int_equal(fail_segment, 0);
+    /* Closing segment 2 finds the failure: only records after segment 1 are reported. */
+    n = fill_until_segments(f, sp, n, 3, &last2);
+    uint64_t lo, hi;
+    char why[200];
+    assert_true(wait_failed(sp, t.seq, &lo, &hi, why, sizeof why));
+    assert_int_equal(lo, last1 + 1);
+    assert_true(hi >= last2);
+    assert_non_null(strstr(why, "seg-00000000000000000002.pbs"));
+    append_durable_then_replay_all(sp, n);
     pbsp_close(sp);
 }
 
@@ -866,6 +962,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_interval_never_acknowledges_records_whose_fdatasync_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_interval_failed_sync_of_a_closed_segment_fails_its_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_interval_syncs_the_directory_before_a_closed_segment_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_interval_failure_after_a_good_sync_reports_only_later_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_full_disk_reported_by_fdatasync_pauses_until_space_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_refuses_to_open_when_a_segment_cannot_be_read_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_recovers_through_short_and_interrupted_reads, setup, teardown),
