@@ -124,6 +124,10 @@ forget_pid() { # forget_pid PID: it has been waited for
 }
 
 run_id=$(date +%s)-$$
+# CPU time the hypervisor gave to others while this run wanted it (steal, from /proc/stat): on a
+# shared VM the main cause of run-to-run noise, so the report says how much there was.
+cpu_times() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+read -r cpu_total0 cpu_steal0 < <(cpu_times)
 failures=0
 topic_n=0
 new_topic() { # new_topic -> sets TOPIC to a fresh topic (3 partitions, leaders elected)
@@ -426,7 +430,9 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
 {
   echo
   echo "predbridge benchmark ($kind), $(date -u +%Y-%m-%dT%H:%M:%SZ), source $source_rev$built"
-  echo "machine: $(nproc) CPUs ($cpu_model), $mem RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  read -r cpu_total1 cpu_steal1 < <(cpu_times)
+  steal=$(awk -v t=$((cpu_total1 - cpu_total0)) -v s=$((cpu_steal1 - cpu_steal0)) 'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }')
+  echo "machine: $(nproc) CPUs ($cpu_model), $mem RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), CPU stolen by the hypervisor during the run: $steal %"
   echo "librdkafka $(pkg-config --modversion rdkafka), Kafka $kafka_version (single KRaft node on loopback," \
        "mTLS TLS 1.3), kcat $kcat_version"
   echo "producer settings everywhere: acks=all, enable.idempotence, lz4, linger.ms=5, socket.nagle.disable; predbridged: $PB_BENCH_WRITERS writer connections"
