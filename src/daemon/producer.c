@@ -57,6 +57,7 @@ typedef struct pbd_instance {
 typedef struct pbd_moved {
     struct pbd_moved *next;
     void *opaque;
+    uint64_t order; /* pbd_producer_set_order's key: the list is re-sent in this order */
     char *value;
     size_t value_len;
     char *key; /* NULL for none */
@@ -82,6 +83,8 @@ struct pbd_producer {
     int plaintext_for_test;   /* set only by pbd_producer_new_plaintext_for_test (producer_test.h) */
     pbd_moved_t *moved, *moved_tail; /* taken-back records waiting for the current instance */
     int n_moved;
+    pbd_order_fn order;      /* NULL: re-sent in the order taken back */
+    int moved_unsorted;      /* a record was taken back after one that goes later */
     int64_t retry_at_ms;      /* a retry-later cause: no record is produced before then */
     int backoff_ms;           /* its next wait; 0 after a delivery */
     int64_t retry_logged_ms;
@@ -216,6 +219,10 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
     if (in == in->p->cur && in->p->metrics && pbm_update_from_stats(in->p->metrics, json, json_len) != 0)
         PBLOG_D("metrics", "librdkafka statistics could not be read");
     return 0; /* librdkafka frees json */
+}
+
+void pbd_producer_set_order(pbd_producer_t *p, pbd_order_fn order) {
+    p->order = order;
 }
 
 void pbd_producer_set_metrics(pbd_producer_t *p, pbm_metrics_t *m) {
@@ -418,6 +425,8 @@ static int take_back(pbd_instance_t *in, const rd_kafka_message_t *m) {
         PBLOG_E("oom", "out of memory moving a record to the current producer: it stays in the spool until restart");
         return -1;
     }
+    if (p->order) r->order = p->order(p->cb_ctx, r->opaque);
+    if (p->moved_tail && r->order < p->moved_tail->order) p->moved_unsorted = 1;
     if (p->moved_tail) p->moved_tail->next = r;
     else p->moved = r;
     p->moved_tail = r;
@@ -838,9 +847,34 @@ static rd_kafka_resp_err_t instance_produce(pbd_instance_t *in, const char *topi
     return err;
 }
 
-/* Hands taken-back records to the current instance, oldest first, until its queue is full or the
- * backoff of a retry-later cause has not passed. One refused for good at once goes to the caller. */
+/* Merge sort of a list of taken-back records by order key; equal keys keep their order. */
+static pbd_moved_t *moved_sort(pbd_moved_t *list, int n) {
+    if (n < 2) return list;
+    pbd_moved_t *mid = list;
+    for (int i = 1; i < n / 2; i++) mid = mid->next;
+    pbd_moved_t *rest = mid->next;
+    mid->next = NULL;
+    pbd_moved_t *a = moved_sort(list, n / 2), *b = moved_sort(rest, n - n / 2);
+    pbd_moved_t head = {0}, *t = &head;
+    while (a && b) {
+        pbd_moved_t **from = b->order < a->order ? &b : &a;
+        t = t->next = *from;
+        *from = (*from)->next;
+    }
+    t->next = a ? a : b;
+    return head.next;
+}
+
+/* Hands taken-back records to the current instance, in acceptance order (pbd_producer_set_order:
+ * librdkafka reports a failed producer's queued records before those it was transmitting), until
+ * its queue is full or the backoff of a retry-later cause has not passed. One refused for good at
+ * once goes to the caller. */
 static void resend_moved(pbd_producer_t *p) {
+    if (p->moved_unsorted) {
+        p->moved = moved_sort(p->moved, p->n_moved);
+        for (p->moved_tail = p->moved; p->moved_tail && p->moved_tail->next;) p->moved_tail = p->moved_tail->next;
+        p->moved_unsorted = 0;
+    }
     while (p->moved && pbclock_mono_ms() >= p->retry_at_ms) {
         pbd_moved_t *r = p->moved;
         rd_kafka_resp_err_t err = instance_produce(p->cur, p->topic, r->value, r->value_len, r->key, r->key_len,

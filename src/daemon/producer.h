@@ -63,6 +63,13 @@ typedef void (*pbd_delivery_fn)(void *ctx, void *msg_opaque, rd_kafka_resp_err_t
 pbd_producer_t *pbd_producer_new(const pbd_config_t *cfg, const char *identity, pbd_delivery_fn cb, void *cb_ctx,
                                  char *errstr, size_t errstr_size);
 
+/* The acceptance order of a record, from its delivery opaque (ascending: earlier first). Records a
+ * producer gives back (after a fatal error, a rotation's drain time, a retry-later failure) are sent
+ * again in this order; without it, in the order librdkafka reported them, which puts a failed
+ * producer's queued records before those it was transmitting. Runs on the event-loop thread. */
+typedef uint64_t (*pbd_order_fn)(void *ctx, void *msg_opaque);
+void pbd_producer_set_order(pbd_producer_t *p, pbd_order_fn order);
+
 /* Where broker errors, TLS failure causes and librdkafka statistics (emitted when cfg->http_listen is
  * set) are counted; call before the first pbd_producer_serve. Callbacks run on the event loop. */
 struct pbm_metrics;

@@ -773,6 +773,14 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const 
     /* The owning connection settles in the loop (after serving all reports). */
 }
 
+/* A record's acceptance order, from its delivery opaque: records a producer gives back are sent
+ * again in this order (see pbd_producer_set_order). */
+static uint64_t record_order(void *ctx, void *opaque) {
+    (void)ctx;
+    const reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
+    return pbsp_ref_seq(r ? r->spool_ref : opaque);
+}
+
 /* ---- lifecycle ---- */
 
 /* A 1 s tick: the spool's housekeeping, and the loop proves it is alive while idle. */
@@ -867,6 +875,7 @@ pbd_server_t *pbd_server_new(const pbd_config_t *cfg, const char *identity, char
     s->producer = pbd_producer_new(cfg, identity, on_delivery, s, errstr, errstr_size);
     if (!s->producer) goto fail;
     pbd_producer_set_metrics(s->producer, s->metrics);
+    pbd_producer_set_order(s->producer, record_order);
     /* Before the socket exists: writers only find a daemon that is fully up. */
     if (cfg->http_listen && start_http(s, errstr, errstr_size) != 0) goto fail;
     if (pbd_listener_bind(&s->listener, cfg->socket_path, cfg->socket_mode, errstr, errstr_size) != 0) goto fail;

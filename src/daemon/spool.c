@@ -626,8 +626,12 @@ static void make_durable(pbsp_t *sp) {
 static void *ref_of(uint64_t seq) {
     return (void *)(uintptr_t)(seq << 1 | 1u);
 }
-static uint64_t seq_of(void *ref) {
+static uint64_t seq_of(const void *ref) {
     return (uint64_t)(uintptr_t)ref >> 1;
+}
+
+uint64_t pbsp_ref_seq(const void *ref) {
+    return seq_of(ref);
 }
 
 pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, char *errstr, size_t errstr_size) {

@@ -110,6 +110,9 @@ int pbsp_peek(pbsp_t *sp, pbd_record_t *r, void **ref, uint64_t *seq, char *errs
  * handed to the producer. */
 void pbsp_advance(pbsp_t *sp);
 
+/* The seq of the record a ref stands for (its acceptance order). */
+uint64_t pbsp_ref_seq(const void *ref);
+
 /* The broker acknowledged the record: it no longer needs the spool. */
 void pbsp_retire(pbsp_t *sp, void *ref);
 

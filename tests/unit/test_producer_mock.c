@@ -139,9 +139,18 @@ static int setup_cluster(void **state) {
     return 0;
 }
 
+/* A record's acceptance order, as the daemon gives it: its spool seq, or here its number. */
+static uint64_t record_order(void *ctx, void *opaque) {
+    const fixture_t *f = ctx;
+    return f->spool ? pbsp_ref_seq(opaque) : (uint64_t)(uintptr_t)opaque;
+}
+
 static int start_producer(fixture_t *f) {
     char e[512];
-    if ((f->p = pbd_producer_new_plaintext_for_test(&f->cfg, "test", on_delivery, f, e, sizeof e))) return 0;
+    if ((f->p = pbd_producer_new_plaintext_for_test(&f->cfg, "test", on_delivery, f, e, sizeof e))) {
+        pbd_producer_set_order(f->p, record_order);
+        return 0;
+    }
     print_error("pbd_producer_new_plaintext_for_test: %s\n", e);
     return -1;
 }
@@ -606,9 +615,9 @@ static void test_producer_deliveries_of_a_retiring_producer_are_reported_as_not_
 }
 
 /* A fatal error of librdkafka's idempotent producer: the producer is replaced by a fresh one and every
- * record not delivered, held then or sent after, is delivered once; none is reported failed. Order is
- * not asserted: the failed producer reports its queued records before those it was transmitting, and
- * they are sent again in that order. */
+ * record not delivered, held then or sent after, is delivered once and in order; none is reported
+ * failed. The failed producer reports its queued records before those it was transmitting: they are
+ * sent again in acceptance order (pbd_producer_set_order). */
 static void test_producer_fatal_error_replaces_producer_and_delivers_every_record(void **state) {
     fixture_t *f = *state;
     warm_up(f);
@@ -627,7 +636,34 @@ static void test_producer_fatal_error_replaces_producer_and_delivers_every_recor
     assert_int_equal(rd_kafka_mock_broker_set_up(f->mc, LEADER), 0);
     wait_reports(f, 40);
     assert_int_equal(pbd_producer_generation_for_test(f->p), 2);
-    assert_each_delivered_once_in_order_if(f, 40, 0);
+    assert_each_delivered_once_in_order(f, 40);
+    assert_log_holds_each_in_order(f, 40, 0);
+}
+
+static int never(const fixture_t *f, int arg) {
+    (void)f, (void)arg;
+    return 0;
+}
+
+/* As above, with records in flight when the producer fails: librdkafka reports its queued records
+ * first, and those in flight after them; they are all sent again in acceptance order. */
+static void test_producer_fatal_error_with_records_in_flight_resends_them_in_order(void **state) {
+    fixture_t *f = *state;
+    warm_up(f);
+    /* The leader answers after a second: bursts 20 ms apart fill the five requests librdkafka keeps
+     * in flight, and the last bursts wait behind them. */
+    assert_int_equal(rd_kafka_mock_broker_set_rtt(f->mc, LEADER, 1000), 0);
+    for (int burst = 0; burst < 8; burst++) {
+        send_records(f, 1 + burst * 4, 5 + burst * 4);
+        (void)serve_until(f, never, 0, 20);
+    }
+    assert_int_equal(f->n_reports, 1);
+    assert_int_equal(pbd_producer_fatal_error_for_test(f->p, "test: sequence lost"), 0);
+    send_when_taken(f, 33); /* the replacement happens here */
+    assert_int_equal(rd_kafka_mock_broker_set_rtt(f->mc, LEADER, 0), 0);
+    wait_reports(f, 34);
+    assert_int_equal(pbd_producer_generation_for_test(f->p), 2);
+    assert_each_delivered_once_in_order(f, 34);
 }
 
 /* The topic is unknown to the cluster for a while (longer than topic.metadata.propagation.max.ms, after
@@ -822,6 +858,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_producer_deliveries_of_a_retiring_producer_are_reported_as_not_current,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_fatal_error_replaces_producer_and_delivers_every_record,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_fatal_error_with_records_in_flight_resends_them_in_order,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_rdkafka_log_levels_map_to_error_warn_debug, setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_broker_errors_logged_once_per_broker_and_cause, setup,
