@@ -38,7 +38,10 @@ static _Atomic int fdatasync_fails, fdatasync_errno;
 /* fdatasync_gate: while 1, fdatasync on any thread but the test's waits (5 s at most, then
  * gate_timed_out is set and it goes on); test_thread_syncs counts the calls the test's own thread
  * (the event loop's, in the daemon) makes. */
-static _Atomic int fdatasync_gate, gate_timed_out, test_thread_syncs;
+static int fdatasync_gate; /* under gate_mu */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static _Atomic int gate_timed_out, test_thread_syncs;
 static pthread_t test_thread;
 /* fdatasync of segment number fail_segment fails once with EIO (then fail_segment is 0 again). */
 static _Atomic unsigned long long fail_segment;
@@ -96,8 +99,14 @@ int __wrap_fdatasync(int fd) {
     if (pthread_equal(pthread_self(), test_thread)) {
         test_thread_syncs++;
     } else {
-        for (int i = 0; fdatasync_gate && i < 5000; i++) nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 5;
+        pthread_mutex_lock(&gate_mu);
+        while (fdatasync_gate && pthread_cond_timedwait(&gate_cv, &gate_mu, &deadline) == 0) {
+        }
         if (fdatasync_gate) gate_timed_out = 1;
+        pthread_mutex_unlock(&gate_mu);
     }
     if (fdatasync_fails > 0) {
         fdatasync_fails--;
@@ -120,6 +129,14 @@ ssize_t __wrap_read(int fd, void *buf, size_t n) {
 void *__wrap_realloc(void *p, size_t n) {
     if (realloc_fail_at > 0 && --realloc_fail_at == 0) return NULL;
     return __real_realloc(p, n);
+}
+
+/* Closes (1) or opens (0) the gate fdatasync waits at on other threads. */
+static void set_gate(int closed) {
+    pthread_mutex_lock(&gate_mu);
+    fdatasync_gate = closed;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
 }
 
 static void fail_fdatasync(int err, int times) {
@@ -148,7 +165,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
-    fdatasync_fails = fdatasync_gate = gate_timed_out = test_thread_syncs = 0;
+    set_gate(0);
+    fdatasync_fails = gate_timed_out = test_thread_syncs = 0;
     fail_segment = dir_synced_seg = 0;
     wrap_dir[0] = '\0';
     read_chunk = read_total = 0;
@@ -588,7 +606,7 @@ static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer
     wait_durable(sp, a.seq);
     assert_true(pbsp_durable_seq(sp) >= a.seq);
     /* The disk stalls: the event loop must go on appending into a new segment, not wait for it. */
-    fdatasync_gate = 1;
+    set_gate(1);
     uint64_t last_old = 0;
     int n = fill_first_segment(f, sp, 1, &last_old);
     assert_false(gate_timed_out);
@@ -600,7 +618,7 @@ static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer
         pbsp_serve(sp);
         assert_true(pbsp_durable_seq(sp) < last_old);
     }
-    fdatasync_gate = 0;
+    set_gate(0);
     uint64_t lo, hi;
     char why[200];
     append_durable_then_replay_all(sp, n);
@@ -613,11 +631,11 @@ static void test_spool_interval_rotation_leaves_the_closed_segment_to_the_syncer
 static void test_spool_interval_failed_sync_of_a_closed_segment_fails_its_records(void **state) {
     fixture_t *f = *state;
     pbsp_t *sp = open_interval_small_segments(f);
-    fdatasync_gate = 1; /* the syncer's next sync waits, then fails */
+    set_gate(1); /* the syncer's next sync waits, then fails */
     fail_fdatasync(EIO, 1);
     uint64_t last_old = 0;
     int n = fill_first_segment(f, sp, 0, &last_old);
-    fdatasync_gate = 0;
+    set_gate(0);
     uint64_t lo, hi;
     char why[200];
     assert_true(wait_failed(sp, 1, &lo, &hi, why, sizeof why));
