@@ -46,8 +46,8 @@ typedef struct seg {
     size_t done_words;
 } seg_t;
 
-/* The interval policy's group commit: fdatasync on its own thread so the loop never waits, not even
- * when a segment is closed: the closed one is handed over (old_fd) and made durable first. */
+/* The interval policy's group commit: fdatasync on its own thread so the loop does not wait for the
+ * disk, also when a segment is closed: the closed one is handed over (old_fd) and made durable first. */
 typedef struct syncer {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -431,7 +431,8 @@ static void *syncer_main(void *arg) {
     int64_t last = 0;
     pthread_mutex_lock(&y->mu);
     while (!y->stop) {
-        if (y->failed || (y->want <= y->done && y->old_fd < 0)) {
+        /* busy here: the loop syncs a closed segment itself (hand_over, no descriptor to spare). */
+        if (y->failed || y->busy || (y->want <= y->done && y->old_fd < 0)) {
             pthread_cond_wait(&y->cv, &y->mu);
             continue;
         }
@@ -484,9 +485,9 @@ static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
     return 0;
 }
 
-/* A sync of segment seg_no (the active one, or with interval one just closed) failed with err. Linux reports a writeback error once and marks
- * the pages that failed clean: a retry succeeds without writing them, and what they held may already
- * be gone from memory. So no record written to this segment since its last successful sync may ever
+/* A sync of segment seg_no (the active one, or with interval one just closed) failed with err. Linux
+ * reports a writeback error once and marks the pages that failed clean: a retry succeeds without
+ * writing them, and what they held may already be gone from memory. So no record written to this segment since its last successful sync may ever
  * be called durable: they are reported failed (pbsp_take_failed; their writers send them again) and
  * the segment is sealed: appends go to a new one, whose syncs mean something again. */
 static void sync_failed(pbsp_t *sp, int err, uint64_t seg_no) {
@@ -525,15 +526,7 @@ static int hand_over(pbsp_t *sp, seg_t *old, int *err, uint64_t *err_no) {
         handed = 1;
     } else if (!y->failed) {
         while (y->busy) pthread_cond_wait(&y->cv, &y->mu);
-        if (!y->failed) {
-            int dir = y->dir_dirty;
-            if ((dir && fsync(sp->dir_fd) != 0) || fdatasync(old->fd) != 0) {
-                y->failed = errno;
-                y->failed_no = old->no;
-            } else {
-                y->dir_dirty = 0;
-            }
-        }
+        if (!y->failed) syncer_sync(y, old->fd, sp->written_seq, old->no, 0);
     }
     if (y->done > sp->durable) sp->durable = y->done;
     *err = handed ? 0 : y->failed;
@@ -626,12 +619,8 @@ static void make_durable(pbsp_t *sp) {
 static void *ref_of(uint64_t seq) {
     return (void *)(uintptr_t)(seq << 1 | 1u);
 }
-static uint64_t seq_of(const void *ref) {
-    return (uint64_t)(uintptr_t)ref >> 1;
-}
-
 uint64_t pbsp_ref_seq(const void *ref) {
-    return seq_of(ref);
+    return (uint64_t)(uintptr_t)ref >> 1;
 }
 
 pbsp_status_t pbsp_append(pbsp_t *sp, const pbd_record_t *r, pbsp_ticket_t *t, char *errstr, size_t errstr_size) {
@@ -892,7 +881,7 @@ void pbsp_advance(pbsp_t *sp) {
 /* ---- retiring ---- */
 
 void pbsp_retire(pbsp_t *sp, void *ref) {
-    uint64_t seq = seq_of(ref);
+    uint64_t seq = pbsp_ref_seq(ref);
     seg_t *s = seg_of(sp, seq);
     if (!s || !seg_drop(sp, s, seq)) return; /* already retired */
     (void)seg_settle(sp, s);
