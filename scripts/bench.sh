@@ -370,6 +370,10 @@ run_drains() { # run_drains GROUP
 scenario() {
   if [ -n "${PB_BENCH_ONLY:-}" ] && ! [[ $1 =~ $PB_BENCH_ONLY ]]; then return 0; fi
   local warm=$(( $5 > 0 ? $5 : $3 / 20 ))
+  # Each scenario starts with the disk idle: the previous one leaves gigabytes of the broker's log
+  # dirty, and their write-back made this one's fdatasyncs slow (the 300 B acc row's spool cost was
+  # 0.70 after the 300 B ff rounds, 0.99 alone). sync returns once they are written.
+  sync
   # One rate of each tool is not enough to compare them on a shared machine: at full speed,
   # PB_BENCH_ROUNDS rounds, the tools taking turns. Round 1 goes to the table, the others into
   # $pairs; the report gives every rate and ratios of the medians.
