@@ -34,7 +34,7 @@ otherwise (or with --private-broker) the one under \$PB_BENCH_BUILD/local, start
 and then stopping it at the end. Every run creates its own topics (predictions-bench-*).
 Environment: PB_BENCH_BUILD ($PB_BENCH_BUILD), PB_BENCH_WRITERS ($PB_BENCH_WRITERS) writer connections,
 PB_BENCH_N300, PB_BENCH_N4K, PB_BENCH_RATE_SECS override the record counts and the paced run's
-length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns" of every record;
+length; PB_BENCH_DUMP=1 (with --keep) keeps "seq sent_ns arrival_ns kafka_timestamp_ms" of every record;
 PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to every record.
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's);
 PB_BENCH_PREDBRIDGED_CONF is added to predbridged's configuration (lines of key = value).

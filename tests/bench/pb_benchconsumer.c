@@ -23,7 +23,7 @@ typedef struct copts {
 } copts_t;
 
 /* Called for each record's value, on the thread that calls the source's poll. */
-typedef void (*record_fn)(void *ctx, const char *value, size_t len);
+typedef void (*record_fn)(void *ctx, const char *value, size_t len, int64_t timestamp_ms);
 
 /* Where records come from: plain librdkafka without and with a group, the group loop with
  * libpredbridge's record check, and (when built) libpredbridge itself. */
@@ -129,7 +129,8 @@ static int rdk_serve(rd_kafka_t *rk, int timeout_ms, record_fn fn, void *ctx, ch
             rd_kafka_message_destroy(m);
             if (fatal) return -1;
         } else {
-            if (!(how & SERVE_CHECK) || record_is_prediction(m)) fn(ctx, m->payload, m->len);
+            if (!(how & SERVE_CHECK) || record_is_prediction(m))
+                fn(ctx, m->payload, m->len, rd_kafka_message_timestamp(m, NULL));
             if (how & SERVE_STORE) rd_kafka_offset_store(m->rkt, m->partition, m->offset);
             rd_kafka_message_destroy(m);
         }
@@ -210,7 +211,7 @@ static pb_action_t lib_on_prediction(const pb_message_t *msg, void *opaque) {
     lib_source_t *ls = opaque;
     size_t len = 0;
     const void *v = pb_message_value(msg, &len);
-    ls->fn(ls->ctx, v, len);
+    ls->fn(ls->ctx, v, len, pb_message_timestamp_ms(msg));
     return PB_COMMIT;
 }
 
@@ -287,7 +288,7 @@ typedef struct measure {
     /* CPU time of the thread that polls (the application's), at the first measured arrival and when
      * the last record arrived: its cost per record, which the hypervisor's steal does not inflate. */
     int64_t first_cpu_ns, last_cpu_ns;
-    FILE *dump; /* optional: "seq sent_ns arrival_ns" per record */
+    FILE *dump; /* optional: "seq sent_ns arrival_ns kafka_timestamp_ms" per record */
 } measure_t;
 
 static int64_t field_int(const char *v, size_t len, const char *name, size_t name_len, int *ok) {
@@ -311,7 +312,7 @@ static int64_t thread_cpu_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void on_record(void *ctx, const char *value, size_t len) {
+static void on_record(void *ctx, const char *value, size_t len, int64_t timestamp_ms) {
     measure_t *m = ctx;
     int64_t now = bench_realtime_ns();
     int ok1, ok2;
@@ -339,7 +340,8 @@ static void on_record(void *ctx, const char *value, size_t len) {
     }
     m->last_arrival_ns = now;
     if (m->unique == m->expected) m->last_cpu_ns = thread_cpu_ns();
-    if (m->dump) fprintf(m->dump, "%" PRId64 " %" PRId64 " %" PRId64 "\n", seq, sent, now);
+    if (m->dump)
+        fprintf(m->dump, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n", seq, sent, now, timestamp_ms);
 }
 
 static volatile sig_atomic_t g_stop;
@@ -377,8 +379,8 @@ static void usage(FILE *f) {
            "polls, per record, from the first to the last arrival).\n"
            "--warmup K: seq 0..K-1 must arrive but are left out of rate and latency; seq >= N (a\n"
            "producer's warm-up before the run) is ignored (extra).\n"
-           "--dump FILE writes \"seq sent_ns arrival_ns\" per record. Exit 1 if fewer than N distinct "
-           "arrived.\n");
+           "--dump FILE writes \"seq sent_ns arrival_ns kafka_timestamp_ms\" per record. Exit 1 if fewer\n"
+           "than N distinct arrived.\n");
 }
 
 int main(int argc, char **argv) {
