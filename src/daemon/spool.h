@@ -7,7 +7,8 @@
  *     magic "PBR1" | u32 body length | u32 CRC-32C of the body | body
  *     body = u64 seq | i64 timestamp_ms | u8 id length | u16 model length | u32 key length |
  *            u32 value length | id | model_version | key | value
- * A segment is deleted once every record in it was delivered. The mark is rewritten after every
+ * A segment's space (segment_bytes) is reserved when it is created (fallocate, FALLOC_FL_KEEP_SIZE:
+ * the file's size stays what was written). A segment is deleted once every record in it was delivered. The mark is rewritten after every
  * 1,024 deliveries and once a second. At open, records at or above the mark are replayed: some may
  * be duplicates of records the broker already has (delivered out of order, or after the mark was
  * last written); their pb-id is the same, so libpredbridge drops them. A segment whose header fails

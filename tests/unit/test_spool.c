@@ -284,6 +284,42 @@ static void test_spool_replays_every_record_in_order_after_reopen(void **state) 
     pbsp_close(sp);
 }
 
+/* 1 if the file system under dir reserves blocks beyond a file's end (fallocate, FALLOC_FL_KEEP_SIZE). */
+static int reserves_beyond_end(const char *dir) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/probe", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    int ok = fd >= 0 && fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
+    if (fd >= 0) close(fd);
+    unlink(path);
+    return ok;
+}
+
+static void test_spool_reserves_a_new_segments_space_beyond_its_end(void **state) {
+    fixture_t *f = *state;
+    f->o.segment_bytes = 1u << 20;
+    if (!reserves_beyond_end(f->dir)) skip();
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 10; i++) append(sp, i);
+    commit(sp);
+    char seg[600];
+    segment_path(f->dir, seg, sizeof seg);
+    struct stat st;
+    assert_int_equal(stat(seg, &st), 0);
+    assert_true(st.st_size < 4096);                                    /* the file holds what was written */
+    assert_true((unsigned long long)st.st_blocks * 512 >= 1ull << 20); /* and the segment's blocks */
+    pbsp_close(sp);
+    /* The reserved space is neither replayed nor taken for a torn tail at the next start. */
+    pbsp_recovery_t rec;
+    sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, 10);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rec.corrupt, 0);
+    for (int i = 0; i < 10; i++) expect_next(sp, i);
+    expect_end(sp);
+    pbsp_close(sp);
+}
+
 static void test_spool_first_record_is_next_to_send_only_when_caught_up(void **state) {
     fixture_t *f = *state;
     pbsp_t *sp = open_ok(f, NULL);
@@ -965,6 +1001,7 @@ int main(void) {
     pblog_setup(PBLOG_ERROR, PBLOG_TEXT, "test_spool");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_spool_replays_every_record_in_order_after_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_reserves_a_new_segments_space_beyond_its_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_first_record_is_next_to_send_only_when_caught_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_deletes_segments_once_all_their_records_are_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_tick_empties_a_delivered_active_segment, setup, teardown),
