@@ -264,19 +264,25 @@ static void segment_path(const char *dir, char *out, size_t size) {
     assert_true(out[0] != '\0');
 }
 
+/* Reopens a spool that holds records 0..n-1, undamaged, and reads them all back. */
+static pbsp_t *reopen_whole(fixture_t *f, int n) {
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, n);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rec.corrupt, 0);
+    for (int i = 0; i < n; i++) expect_next(sp, i);
+    expect_end(sp);
+    return sp;
+}
+
 static void test_spool_replays_every_record_in_order_after_reopen(void **state) {
     fixture_t *f = *state;
     pbsp_t *sp = open_ok(f, NULL);
     for (int i = 0; i < 100; i++) append(sp, i);
     commit(sp);
     pbsp_close(sp); /* nothing delivered: as after a crash */
-    pbsp_recovery_t rec;
-    sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, 100);
-    assert_int_equal(rec.torn_bytes, 0);
-    assert_int_equal(rec.corrupt, 0);
-    for (int i = 0; i < 100; i++) expect_next(sp, i);
-    expect_end(sp);
+    sp = reopen_whole(f, 100);
     /* New records follow the replayed ones, with higher sequence numbers. */
     pbsp_ticket_t t = append(sp, 100);
     assert_true(t.seq > 100);
@@ -310,14 +316,7 @@ static void test_spool_reserves_a_new_segments_space_beyond_its_end(void **state
     assert_true((unsigned long long)st.st_blocks * 512 >= 1ull << 20); /* and the segment's blocks */
     pbsp_close(sp);
     /* The reserved space is neither replayed nor taken for a torn tail at the next start. */
-    pbsp_recovery_t rec;
-    sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, 10);
-    assert_int_equal(rec.torn_bytes, 0);
-    assert_int_equal(rec.corrupt, 0);
-    for (int i = 0; i < 10; i++) expect_next(sp, i);
-    expect_end(sp);
-    pbsp_close(sp);
+    pbsp_close(reopen_whole(f, 10));
 }
 
 static void test_spool_first_record_is_next_to_send_only_when_caught_up(void **state) {
