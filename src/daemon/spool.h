@@ -9,9 +9,10 @@
  *            u32 value length | id | model_version | key | value
  * A segment's space (segment_bytes) is reserved when it is created (fallocate, FALLOC_FL_KEEP_SIZE:
  * the file's size stays what was written). A segment is deleted once every record in it was
- * delivered. The mark is rewritten after every 1,024 deliveries and once a second. At open, records at or above the mark are replayed: some may
- * be duplicates of records the broker already has (delivered out of order, or after the mark was
- * last written); their pb-id is the same, so libpredbridge drops them. A segment whose header fails
+ * delivered. The mark is rewritten after every 1,024 deliveries and once a second. At open, records
+ * at or above the mark are replayed: some may be duplicates of records the broker already has
+ * (delivered out of order, or after the mark was last written); their pb-id is the same, so
+ * libpredbridge drops them. A segment whose header fails
  * its checksum is replayed whole; one of another format version stops pbsp_open.
  *
  * Durability ("accepted" means pbsp_durable_seq() >= the record's seq):
