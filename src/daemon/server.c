@@ -748,6 +748,14 @@ static void on_accept(pbd_server_t *s) {
 
 /* ---- delivery reports ---- */
 
+/* A delivery opaque is a reply (delivered mode) or a spool ref, whose low bit is set. Returns the
+ * record's spool ref, and its reply (NULL for none) in *reply. */
+static void *opaque_ref(void *opaque, reply_t **reply) {
+    reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
+    if (reply) *reply = r;
+    return r ? r->spool_ref : opaque;
+}
+
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const char *reason, const void *value,
                         size_t value_len, int current) {
     pbd_server_t *s = ctx;
@@ -755,9 +763,8 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const 
      * the new material cannot make. */
     if (current) pbm_delivery(s->metrics, err);
     else pbm_delivery_retiring(s->metrics, err);
-    /* The opaque is a reply (delivered mode) or a spool ref, whose low bit is set. */
-    reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
-    void *ref = r ? r->spool_ref : opaque;
+    reply_t *r;
+    void *ref = opaque_ref(opaque, &r);
     if (!err) {
         s->stats.delivered++;
         pbsp_retire(s->spool, ref);
@@ -777,8 +784,7 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, const 
  * again in this order (see pbd_producer_set_order). */
 static uint64_t record_order(void *ctx, void *opaque) {
     (void)ctx;
-    const reply_t *r = ((uintptr_t)opaque & 1u) ? NULL : opaque;
-    return pbsp_ref_seq(r ? r->spool_ref : opaque);
+    return pbsp_ref_seq(opaque_ref(opaque, NULL));
 }
 
 /* ---- lifecycle ---- */
