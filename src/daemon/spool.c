@@ -492,9 +492,10 @@ static int flush_wbuf(pbsp_t *sp, char *errstr, size_t errstr_size) {
 
 /* A sync of segment seg_no (the active one, or with interval one just closed) failed with err. Linux
  * reports a writeback error once and marks the pages that failed clean: a retry succeeds without
- * writing them, and what they held may already be gone from memory. So no record written to this segment since its last successful sync may ever
- * be called durable: they are reported failed (pbsp_take_failed; their writers send them again) and
- * the segment is sealed: appends go to a new one, whose syncs mean something again. */
+ * writing them, and what they held may already be gone from memory. So no record written to this
+ * segment since its last successful sync may ever be called durable: they are reported failed
+ * (pbsp_take_failed; their writers send them again) and the segment is sealed: appends go to a new
+ * one, whose syncs mean something again. */
 static void sync_failed(pbsp_t *sp, int err, uint64_t seg_no) {
     sp->sync_failures++;
     char name[64];
@@ -558,22 +559,19 @@ static int rotate(pbsp_t *sp, char *errstr, size_t errstr_size) {
         return -1;
     }
     sp->sealed = 0;
+    /* Unless handed over, every record in the old segment is durable now, or reported failed. */
+    if (!handed) sp->durable = sp->written_seq;
     if (interval) {
         pthread_mutex_lock(&sp->sync.mu);
         sp->sync.fd = sp->tail->fd;
         sp->sync.fd_no = sp->tail->no;
         if (!handed) {
-            /* Every record in the old segment is durable now, or reported failed. */
             if (sp->sync.old_fd >= 0) close(sp->sync.old_fd);
             sp->sync.old_fd = -1;
             sp->sync.failed = 0;
             sp->sync.want = sp->sync.done = sp->written_seq;
-            sp->durable = sp->written_seq;
         }
         pthread_mutex_unlock(&sp->sync.mu);
-    } else {
-        /* Every record in the old segment is durable now, or reported failed. */
-        sp->durable = sp->written_seq;
     }
     /* A cursor at the very end of the old segment moves on; a fully delivered one goes. */
     if (sp->cur == old && sp->cur_off >= old->size) cur_start(sp, sp->tail);
