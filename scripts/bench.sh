@@ -39,9 +39,10 @@ PB_BENCH_RAW_HEADERS=1 makes the raw producer add predbridged's four headers to 
 PB_BENCH_FSYNC_INTERVAL_MS sets predbridged's spool.fsync_interval_ms (default: the daemon's);
 PB_BENCH_PREDBRIDGED_CONF is added to predbridged's configuration (lines of key = value).
 PB_BENCH_ROUNDS (5, or 1 with --quick) is how many rounds each full-speed scenario runs: a round
-is predbridged with spool.fsync interval and never, then (fire-and-forget) raw, raw+headers and
-kcat; the first round is the table's, and the medians over all rounds give the throughput and
-spool-cost ratios reported under the table.
+is predbridged with spool.fsync interval and never, then (fire-and-forget) raw, raw+headers,
+raw+headers+file (also appending each line to a file, as the spool does) and kcat; the first
+round is the table's, and the medians over all rounds give the throughput and spool-cost ratios
+reported under the table.
 PB_BENCH_DRAIN_RUNS (3) is how often each consumer drains the filled topic (the row is the median);
 PB_BENCH_PACED_RUNS (3, or 1 with --quick) how often the 10,000/s latency point runs;
 PB_BENCH_PACED_NOFSYNC=1 runs it with spool.fsync = never too; PB_BENCH_ONLY (a bash regular
@@ -95,7 +96,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$started_broker" ]; then PB_LOCAL_DIR="$started_broker" "$repo/scripts/kafka-local.sh" stop >&2 || true; fi
-  if [ -n "${PB_BENCH_SPOOL_PARENT:-}" ] && [ -n "${spool_dir:-}" ]; then rm -rf "$spool_dir"; fi
+  if [ -n "${PB_BENCH_SPOOL_PARENT:-}" ] && [ -n "${spool_dir:-}" ]; then rm -rf "$spool_dir" "$spool_dir.raw-file.ndjson"; fi
   if [ "$keep" = 1 ]; then say "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
@@ -296,10 +297,16 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
   local gen=("$bin/pb_loadgen" --stdout -n "$n" -s "$size" --timeout 240)
   [ "$rate" = 0 ] || gen+=(--rate "$rate")
   local cmd
-  if [ "$tool" = raw ] || [ "$tool" = raw+headers ]; then
+  local file=$spool_dir.raw-file.ndjson # beside the spool: the same file system
+  if [[ $tool == raw* ]]; then
     cmd=("$bin/pb_rawproducer" -b "$PB_BOOTSTRAP" -t "$topic" --ca "$C/ca.crt" --cert "$C/predbridged.crt"
          --key "$C/predbridged.key" --compression lz4 --linger-ms 5 --timeout 240)
     [ "${PB_BENCH_RAW_HEADERS:-0}" = 0 ] && [ "$tool" = raw ] || cmd+=(--headers)
+    # The raw rows that do part of predbridged's work run with glibc's fast bins off, as predbridged
+    # does (main.c): otherwise they measure glibc's fast-bin consolidation rather than the headers.
+    [ "$tool" = raw ] || cmd=(env GLIBC_TUNABLES=glibc.malloc.mxfast=0 "${cmd[@]}")
+    rm -f "$file"
+    [ "$tool" = raw+headers+file ] && cmd+=(--file "$file")
   else
     cmd=(kcat -P -b "$PB_BOOTSTRAP" -t "$topic" -X security.protocol=ssl -X ssl.ca.location="$C/ca.crt"
          -X ssl.certificate.location="$C/predbridged.crt" -X ssl.key.location="$C/predbridged.key"
@@ -312,6 +319,7 @@ run_pipe() { # run_pipe GROUP TOOL SIZE N WARMUP RATE
     | timeout --kill-after=5 250 /usr/bin/time -f '%U %S %M' -o "$tmp/time.out" "${cmd[@]}" 2>>"$tmp/$tool.log" \
     || { tail -n 3 "$tmp/$tool.log" >&2; say "$tool failed ($group)"; stop_consumer; }
   finish_consumer 320
+  rm -f "$file"
   local u s m
   read -r u s m <"$tmp/time.out" || die "no resource usage from /usr/bin/time for $tool"
   add_row "$group" "$tool" "$size" "$RESULT" "$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')" "$m"
@@ -385,9 +393,14 @@ scenario() {
     [ "${6:-}" = nofsync ] && run_predbridged "$1" "$2" "$3" "$warm" "$4" "$5" never
     if [ "$4" = none ]; then
       run_pipe "$1" raw "$2" "$3" "$warm" "$5"
-      # The same raw producer sending predbridged's four headers with every record: how much of the
-      # gap to raw is librdkafka's cost of the headers (fire-and-forget at full speed only).
-      [ "$5" = 0 ] && [ "${6:-}" = nofsync ] && run_pipe "$1" raw+headers "$2" "$3" "$warm" "$5"
+      # The same raw producer sending predbridged's four headers with every record (how much of the
+      # gap to raw is librdkafka's cost of the headers), and doing that while appending every record
+      # to a file as predbridged's spool does with spool.fsync = never (how much is left for
+      # predbridged's own work). Fire-and-forget at full speed only.
+      if [ "$5" = 0 ] && [ "${6:-}" = nofsync ]; then
+        run_pipe "$1" raw+headers "$2" "$3" "$warm" "$5"
+        run_pipe "$1" raw+headers+file "$2" "$3" "$warm" "$5"
+      fi
       run_pipe "$1" kcat "$2" "$3" "$warm" "$5"
     fi
     results=$main
@@ -505,8 +518,8 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
         nr = 0
         for (j = 1; j <= np; j++) if (pg[j] == g && pt[j] == "predbridged") nr++
         if (nr == 0) continue
-        split("predbridged|predbridged fsync=never|raw|raw+headers|kcat", tools, "|")
-        for (t = 1; t <= 5; t++) {
+        split("predbridged|predbridged fsync=never|raw|raw+headers|raw+headers+file|kcat", tools, "|")
+        for (t = 1; t <= 6; t++) {
           tool = tools[t]
           if (!((g, tool) in rate)) continue
           n = 1; v[1] = rate[g, tool] + 0; list = sprintf("%.0f", v[1]); roundr[tool, 1] = v[1]
@@ -521,6 +534,10 @@ built=$([ "$build" = 1 ] || echo ", binaries built $(date -u -r "$predbridged" +
         if (med["kcat"] > 0) line = line sprintf(", predbridged / kcat = %.2f", med["predbridged"] / med["kcat"])
         if (med["raw+headers"] > 0) line = line sprintf(", predbridged / raw+headers = %.2f", med["predbridged"] / med["raw+headers"])
         print line
+        if (med["raw+headers+file"] > 0)
+          printf "floor, %s, medians: raw+headers / raw = %.2f, raw+headers+file / raw = %.2f; predbridged fsync=never / raw+headers+file = %.2f\n",
+                 g, med["raw+headers"] / med["raw"], med["raw+headers+file"] / med["raw"],
+                 med["predbridged fsync=never"] / med["raw+headers+file"]
         lr = ""; lk = ""
         for (r = 1; r <= nrounds["predbridged"]; r++) {
           if (roundr["raw", r] > 0) lr = lr sprintf(" %.2f", roundr["predbridged", r] / roundr["raw", r])
