@@ -179,6 +179,11 @@ void itest_create_topic(const char *prefix, int partitions, char *out, size_t ou
     rd_kafka_destroy(rk);
 }
 
+static int leader_moving(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+}
+
 int64_t itest_topic_size(const char *topic) {
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, itest_conf(itest_env()->bootstrap, "admin"), errstr, sizeof errstr);
@@ -187,10 +192,14 @@ int64_t itest_topic_size(const char *topic) {
     rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
     if (rd_kafka_metadata(rk, 0, t, &md, 10000)) die("metadata for %s failed", topic);
     int64_t total = 0;
+    /* Just after a broker (re)start a partition may have no leader yet: that is waited out. */
+    int64_t deadline = itest_now_ms() + 30000;
     for (int i = 0; i < md->topics[0].partition_cnt; i++) {
         int64_t lo, hi;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(rk, topic, md->topics[0].partitions[i].id, &lo, &hi, 10000);
+        rd_kafka_resp_err_t err;
+        while ((err = rd_kafka_query_watermark_offsets(rk, topic, md->topics[0].partitions[i].id, &lo, &hi, 10000)) &&
+               leader_moving(err) && itest_now_ms() < deadline)
+            rd_kafka_poll(rk, 100);
         if (err) die("watermarks of %s[%d]: %s", topic, i, rd_kafka_err2str(err));
         total += hi;
     }
