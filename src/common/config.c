@@ -235,9 +235,10 @@ static const pbconf_key_t pbconf_keys[] = {
             "broker takes records. Nothing is dropped."},
     {.name = "spool.segment_bytes", .type = PBCONF_SIZE, .def = "64m", .min = 4096, .max = (long long)1 << 32,
      .off = PBCONF_OFF(spool_segment_bytes),
-     .doc = "Size of one spool file; a file is deleted once all its records are delivered "
-            "(at most a quarter of spool.max_bytes is used). A new file's space is reserved on the disk "
-            "when it is created, so appending to it is cheaper."},
+     .doc = "Size of one spool file; a file is deleted once all its records are delivered, except one "
+            "kept as spool.dir/spare.pbs to be written over as the next file (at most a quarter of "
+            "spool.max_bytes is used). A new file's space is reserved on the disk when it is created, so "
+            "appending to it is cheaper."},
     {.name = "log.level", .type = PBCONF_ENUM, .flags = PBCONF_SHARED, .def = "info", .choices = pbconf_levels,
      .store_choice = pbconf_store_level, .doc = "Least severe level that is logged."},
     {.name = "log.format", .type = PBCONF_ENUM, .flags = PBCONF_SHARED, .def = "text", .choices = pbconf_formats,

@@ -9,7 +9,12 @@
  *            u32 value length | id | model_version | key | value
  * A segment's space (segment_bytes) is reserved when it is created (fallocate, FALLOC_FL_KEEP_SIZE:
  * the file's size stays what was written). A segment is deleted once every record in it was
- * delivered. The mark is rewritten after every 1,024 deliveries and once a second. At open, records
+ * delivered; one of at least half a segment's size is kept instead, renamed "spare.pbs", and
+ * becomes the next segment: its header is written over and then its records, over the cached
+ * pages (a delivered active segment starts over the same way). The old records beyond the new
+ * ones' end have lower seqs: recovery stops where seqs stop growing, unless a record further on
+ * continues them (then what lies between is damage), and neither replays nor reports them. A
+ * spare left by a stop that was not clean is deleted at open. The mark is rewritten after every 1,024 deliveries and once a second. At open, records
  * at or above the mark are replayed: some may be duplicates of records the broker already has
  * (delivered out of order, or after the mark was last written); their pb-id is the same, so
  * libpredbridge drops them. A segment whose header fails

@@ -397,7 +397,23 @@ static void test_spool_crash_replays_only_from_the_last_written_delivery_mark(vo
     pbsp_close(sp);
 }
 
-static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
+/* Recovery of a spool whose records from `from` to `to` are undelivered: exactly those, in order,
+ * nothing reported torn or damaged (the old records of a segment written over are neither). */
+static pbsp_t *reopen_exactly(fixture_t *f, int from, int to) {
+    pbsp_recovery_t rec;
+    pbsp_t *sp = open_ok(f, &rec);
+    assert_int_equal(rec.records, to - from + 1);
+    assert_int_equal(rec.torn_bytes, 0);
+    assert_int_equal(rec.corrupt, 0);
+    for (int i = from; i <= to; i++) expect_next(sp, i);
+    expect_end(sp);
+    char corrupt[128];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
+    assert_int_equal(count_files(corrupt, "seg-"), 0);
+    return sp;
+}
+
+static void test_spool_tick_starts_a_delivered_active_segment_over(void **state) {
     fixture_t *f = *state;
     pbsp_t *sp = open_ok(f, NULL);
     for (int i = 0; i < 10; i++) append(sp, i);
@@ -406,17 +422,66 @@ static void test_spool_tick_empties_a_delivered_active_segment(void **state) {
     pbsp_usage_t u;
     pbsp_get_usage(sp, &u);
     assert_true(u.bytes > SEG_HEADER + 10 * 50);
+    char seg[600];
+    segment_path(f->dir, seg, sizeof seg);
+    struct stat before, after;
+    assert_int_equal(stat(seg, &before), 0);
     pbsp_tick(sp);
     pbsp_get_usage(sp, &u);
     assert_int_equal(u.bytes, SEG_HEADER);
-    char seg[600];
-    segment_path(f->dir, seg, sizeof seg);
-    struct stat st;
-    assert_int_equal(stat(seg, &st), 0);
-    assert_int_equal(st.st_size, SEG_HEADER);
+    /* Written over from the start, not truncated: the file keeps its pages. */
+    assert_int_equal(stat(seg, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(after.st_size, before.st_size);
     append(sp, 10);
+    append(sp, 11);
     expect_next(sp, 10);
+    expect_next(sp, 11);
+    commit(sp);
+    pbsp_close(sp); /* 10 and 11 undelivered, records 1..9 of before still in the file after them */
+    pbsp_close(reopen_exactly(f, 10, 11));
+}
+
+static ino_t inode_of(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+static void test_spool_reuses_a_delivered_segment_and_never_replays_its_old_records(void **state) {
+    fixture_t *f = *state;
+    f->o.segment_bytes = 4096; /* ~50 records per segment */
+    pbsp_t *sp = open_ok(f, NULL);
+    for (int i = 0; i < 200; i++) append(sp, i);
+    commit(sp);
+    for (int i = 0; i < 200; i++) pbsp_retire(sp, expect_next(sp, i));
+    char spare[128];
+    snprintf(spare, sizeof spare, "%s/spare.pbs", f->dir);
+    ino_t ino = inode_of(spare);
+    assert_true(ino != 0); /* one delivered segment kept, the others deleted */
+    assert_int_equal(count_files(f->dir, "seg-"), 1);
+    /* The next segment is the spare: three records in it, where it held ~50. */
+    int i = 200, in_spare = 0;
+    while (in_spare < 3) {
+        append(sp, i++);
+        if (inode_of(spare) == 0) in_spare++;
+        assert_true(i < 400);
+    }
+    commit(sp);
+    DIR *d = opendir(f->dir);
+    struct dirent *e;
+    int reused = 0;
+    while (d && (e = readdir(d)) != NULL) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/%s", f->dir, e->d_name);
+        reused |= strncmp(e->d_name, "seg-", 4) == 0 && inode_of(path) == ino;
+    }
+    if (d) closedir(d);
+    assert_true(reused);
+    for (int k = 200; k < i; k++) expect_next(sp, k);
+    pbsp_close(sp); /* all undelivered */
+    sp = reopen_exactly(f, 200, i - 1);
     pbsp_close(sp);
+    assert_int_equal(count_files(f->dir, "spare"), 0);
 }
 
 /* Opening the spool again recovers exactly `records` records, with nothing torn. */
@@ -1003,7 +1068,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_spool_reserves_a_new_segments_space_beyond_its_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_first_record_is_next_to_send_only_when_caught_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_deletes_segments_once_all_their_records_are_delivered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_spool_tick_empties_a_delivered_active_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_tick_starts_a_delivered_active_segment_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_reuses_a_delivered_segment_and_never_replays_its_old_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_crash_replays_only_from_the_last_written_delivery_mark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_cuts_a_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_moves_a_damaged_middle_record_aside_and_replays_the_rest, setup, teardown),
