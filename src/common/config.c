@@ -233,7 +233,7 @@ static const pbconf_key_t pbconf_keys[] = {
      .off = PBCONF_OFF(spool_max_bytes),
      .doc = "Bound on the spool's size; when it is reached, writers are held back (reading pauses) until the "
             "broker takes records. Nothing is dropped."},
-    {.name = "spool.segment_bytes", .type = PBCONF_SIZE, .def = "64m", .min = 4096, .max = (long long)1 << 32,
+    {.name = "spool.segment_bytes", .type = PBCONF_SIZE, .def = "16m", .min = 4096, .max = (long long)1 << 32,
      .off = PBCONF_OFF(spool_segment_bytes),
      .doc = "Size of one spool file; a file is deleted once all its records are delivered, except one "
             "kept as spool.dir/spare.pbs to be written over as the next file (at most a quarter of "

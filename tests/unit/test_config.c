@@ -378,7 +378,7 @@ static void test_config_spool_keys(void **state) {
     assert_string_equal(cfg.spool_fsync, "interval");
     assert_int_equal(cfg.spool_fsync_interval_ms, 20);
     assert_int_equal(cfg.spool_max_bytes, 1024u * 1024 * 1024);
-    assert_int_equal(cfg.spool_segment_bytes, 64u * 1024 * 1024);
+    assert_int_equal(cfg.spool_segment_bytes, 16u * 1024 * 1024);
     pbd_config_free(&cfg);
     load_ok(&cfg, WITH("spool.dir = /srv/spool\nspool.fsync = always\nspool.max_bytes = 64k\n"));
     assert_string_equal(cfg.spool_dir, "/srv/spool");
