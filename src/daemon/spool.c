@@ -274,16 +274,17 @@ static void spare_drop(pbsp_t *sp) {
 }
 
 /* The spare segment as segment `name`, its header hdr written, or -1 (no spare, or it failed: then
- * it is gone and a new file is created). The header goes first: a spare that was not renamed yet is
- * deleted at the next start, whatever it holds. Its old records stay beyond where the new ones end, and
- * recovery tells them apart (recover_segment). Writing over a file's cached pages is cheaper than
- * filling new ones (64 MB in 64 KiB writes: 10-11 GB/s over a cached file, 0.3-2.8 GB/s into a new
- * one on the 2-vCPU test machine). */
+ * it is gone and a new file is created). The header goes first: a spare that was not renamed yet
+ * is deleted at the next start, whatever it holds. Its old records stay beyond where the new ones
+ * end, and recovery tells them apart (recover_segment). Writing over a file's cached pages is
+ * cheaper than filling new ones (dd of 64-100 MB on the 2-vCPU test machine: 10-13 GB/s over a
+ * cached file, 0.3-2.8 GB/s into a new one). */
 static int spare_take(pbsp_t *sp, const char *name, const unsigned char *hdr) {
     int fd = sp->spare_fd;
     if (fd < 0) return -1;
     sp->spare_fd = -1;
-    if (write_all_at(fd, hdr, SEG_HDR, 0) != 0 || renameat2(sp->dir_fd, SPARE, sp->dir_fd, name, RENAME_NOREPLACE) != 0) {
+    if (write_all_at(fd, hdr, SEG_HDR, 0) != 0 ||
+        renameat2(sp->dir_fd, SPARE, sp->dir_fd, name, RENAME_NOREPLACE) != 0) {
         close(fd);
         (void)unlinkat(sp->dir_fd, SPARE, 0);
         return -1;
@@ -347,8 +348,8 @@ static void cur_start(pbsp_t *sp, seg_t *s) {
     sp->cur_seq = s ? s->first_seq : 0;
 }
 
-/* Deletes s, whose records are all delivered; a full one is kept as the spare if there is none
- * (and the disk is not full). */
+/* Deletes s, whose records are all delivered; one of at least half a segment's size is kept as the
+ * spare instead if there is none (and the disk is not full). */
 static void seg_delete(pbsp_t *sp, seg_t *s) {
     char name[64];
     seg_name(name, sizeof name, s->no);
@@ -1230,7 +1231,8 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
     uint64_t size = SEG_HDR;
     for (uint64_t i = 0; i < n_keep; i++) size += keep_len[i];
     if (max_seq >= sp->next_seq) sp->next_seq = max_seq + 1;
-    if (mark > sp->next_seq) sp->next_seq = mark; /* a segment started over (or a spare reused) holds no higher seq */
+    /* A segment started over (or a spare reused) may hold only records older than its mark. */
+    if (mark > sp->next_seq) sp->next_seq = mark;
     if (live == 0) {
         free(data), free(keep_off), free(keep_len);
         unlinkat(sp->dir_fd, name, 0);

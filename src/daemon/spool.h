@@ -14,7 +14,8 @@
  * pages (a delivered active segment starts over the same way). The old records beyond the new
  * ones' end have lower seqs: recovery stops where seqs stop growing, unless a record further on
  * continues them (then what lies between is damage), and neither replays nor reports them. A
- * spare left by a stop that was not clean is deleted at open. The mark is rewritten after every 1,024 deliveries and once a second. At open, records
+ * spare left by a stop that was not clean is deleted at open. The mark is rewritten after every
+ * 1,024 deliveries and once a second. At open, records
  * at or above the mark are replayed: some may be duplicates of records the broker already has
  * (delivered out of order, or after the mark was last written); their pb-id is the same, so
  * libpredbridge drops them. A segment whose header fails

@@ -79,7 +79,8 @@ static int appender_add(appender_t *a, const char *line, size_t n) {
 static void usage(FILE *f) {
     fprintf(f, "usage: pb_rawproducer -b BOOTSTRAP -t TOPIC --ca F --cert F --key F [--compression C] "
                "[--linger-ms N]\n"
-               "                      [--headers] [--file PATH] [-X property=value]... [--timeout S] < predictions.ndjson\n"
+               "                      [--headers] [--file PATH] [-X property=value]... [--timeout S]\n"
+               "                      < predictions.ndjson\n"
                "Publishes each non-empty line of stdin as one record with predbridged's producer settings.\n"
                "--headers adds the four headers predbridged adds (content-type, pb-id, pb-producer, model "
                "version).\n"
