@@ -814,27 +814,16 @@ static uint64_t damaged_span(const unsigned char *p, uint64_t len) {
     return len;
 }
 
-/* 1 if p[0, len) holds a valid record with a seq above max_seq (any valid record when max_seq is 0). */
+/* 1 if p[0, len) holds a valid record with a seq above max_seq (seqs start at 1: with max_seq 0,
+ * any valid record). */
 static int continued(const unsigned char *p, uint64_t len, uint64_t max_seq) {
     view_t v;
     for (uint64_t i = 0; i < len;) {
-        if (parse_record(p + i, len - i, &v) != 1) {
-            i += damaged_span(p + i, len - i);
-        } else if (v.seq > max_seq || max_seq == 0) {
-            return 1;
-        } else {
-            i += v.total;
-        }
+        if (parse_record(p + i, len - i, &v) != 1) i += damaged_span(p + i, len - i);
+        else if (v.seq > max_seq) return 1;
+        else i += v.total;
     }
     return 0;
-}
-
-/* 1 if p[0, len) holds a valid record. */
-static int holds_a_record(const unsigned char *p, uint64_t len) {
-    view_t v;
-    if (parse_record(p, len, &v) == 1) return 1;
-    uint64_t span = damaged_span(p, len);
-    return span < len;
 }
 
 /* The damaged span p[0, span) at the cursor in s (avail bytes readable at p) was found at run time:
@@ -1162,7 +1151,7 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
             /* Nothing after this continues the segment's records. Records of a spare segment's earlier
              * use (or of the active one's before it started over) lie beyond where its new ones end:
              * left alone, never replayed. Without such records, what is left is a torn write. */
-            if (holds_a_record(data + pos, len - pos)) {
+            if (continued(data + pos, len - pos, 0)) {
                 len = pos;
                 break;
             }
