@@ -305,7 +305,8 @@ static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
     seg_header(hdr, s->no, sp->next_seq);
     s->first_seq = s->mark = s->mark_saved = sp->next_seq;
     s->fd = spare_take(sp, name, hdr);
-    if (s->fd < 0 && ((s->fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
+    int reused = s->fd >= 0;
+    if (!reused && ((s->fd = openat(sp->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
                       write_all_at(s->fd, hdr, SEG_HDR, 0) != 0)) {
         snprintf(errstr, errstr_size, "spool.dir '%s': cannot create %s: %s", sp->dir, name, strerror(errno));
         if (errno == ENOSPC || errno == EDQUOT) sp->nospace = sp->space_event = 1;
@@ -321,8 +322,9 @@ static seg_t *seg_create(pbsp_t *sp, char *errstr, size_t errstr_size) {
     /* Reserves the segment's blocks now (beyond the end of the file, which stays as written):
      * appending into reserved blocks is cheaper than into new ones (ext4: 64 MB written in 256 KiB
      * pieces, 1.5-3.0 GB/s into a new file, 7.2-7.3 into a reserved one). Best effort: a file system
-     * without it, or a disk without the room, still takes the appends (or reports them full). */
-    (void)fallocate(s->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)sp->o.segment_bytes);
+     * without it, or a disk without the room, still takes the appends (or reports them full). A
+     * reused spare had its blocks reserved when it was created. */
+    if (!reused) (void)fallocate(s->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)sp->o.segment_bytes);
     /* The new name must survive a power failure for the records in it to: the syncer makes it
      * durable before the first sync of the segment (interval), or it is done here. */
     if (sp->sync.started) {
@@ -1147,7 +1149,8 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
     while (pos < len) {
         view_t v;
         int pr = parse_record(data + pos, len - pos, &v);
-        if ((pr != 1 || (n_keep && v.seq <= max_seq)) && !continued(data + pos, len - pos, n_keep ? max_seq : 0)) {
+        int behind = pr == 1 && n_keep && v.seq <= max_seq; /* a valid record whose seq does not grow */
+        if ((pr != 1 || behind) && !continued(data + pos, len - pos, n_keep ? max_seq : 0)) {
             /* Nothing after this continues the segment's records. Records of a spare segment's earlier
              * use (or of the active one's before it started over) lie beyond where its new ones end:
              * left alone, never replayed. Without such records, what is left is a torn write. */
@@ -1155,7 +1158,7 @@ static int recover_segment(pbsp_t *sp, uint64_t no, pbsp_recovery_t *rec, char *
                 len = pos;
                 break;
             }
-        } else if (pr == 1 && n_keep && v.seq <= max_seq) {
+        } else if (behind) {
             /* Sequence numbers only grow within a segment: an old copy of a record is damage too. */
             PBLOG_E("spool.corrupt", "spool.dir '%s': %s repeats record %" PRIu64 " at offset %" PRIu64
                     "; moved aside to corrupt/", sp->dir, name, v.seq, pos);
