@@ -264,15 +264,20 @@ static void segment_path(const char *dir, char *out, size_t size) {
     assert_true(out[0] != '\0');
 }
 
-/* Reopens a spool that holds records 0..n-1, undamaged, and reads them all back. */
-static pbsp_t *reopen_whole(fixture_t *f, int n) {
+/* Reopens a spool whose undelivered records are from..to, undamaged, and reads them all back:
+ * exactly those, in order, nothing reported torn or damaged (the old records of a segment written
+ * over are neither). */
+static pbsp_t *reopen_whole(fixture_t *f, int from, int to) {
     pbsp_recovery_t rec;
     pbsp_t *sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, n);
+    assert_int_equal(rec.records, to - from + 1);
     assert_int_equal(rec.torn_bytes, 0);
     assert_int_equal(rec.corrupt, 0);
-    for (int i = 0; i < n; i++) expect_next(sp, i);
+    for (int i = from; i <= to; i++) expect_next(sp, i);
     expect_end(sp);
+    char corrupt[128];
+    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
+    assert_int_equal(count_files(corrupt, "seg-"), 0);
     return sp;
 }
 
@@ -282,7 +287,7 @@ static void test_spool_replays_every_record_in_order_after_reopen(void **state) 
     for (int i = 0; i < 100; i++) append(sp, i);
     commit(sp);
     pbsp_close(sp); /* nothing delivered: as after a crash */
-    sp = reopen_whole(f, 100);
+    sp = reopen_whole(f, 0, 99);
     /* New records follow the replayed ones, with higher sequence numbers. */
     pbsp_ticket_t t = append(sp, 100);
     assert_true(t.seq > 100);
@@ -316,7 +321,7 @@ static void test_spool_reserves_a_new_segments_space_beyond_its_end(void **state
     assert_true((unsigned long long)st.st_blocks * 512 >= 1ull << 20); /* and the segment's blocks */
     pbsp_close(sp);
     /* The reserved space is neither replayed nor taken for a torn tail at the next start. */
-    pbsp_close(reopen_whole(f, 10));
+    pbsp_close(reopen_whole(f, 0, 9));
 }
 
 static void test_spool_first_record_is_next_to_send_only_when_caught_up(void **state) {
@@ -397,22 +402,6 @@ static void test_spool_crash_replays_only_from_the_last_written_delivery_mark(vo
     pbsp_close(sp);
 }
 
-/* Recovery of a spool whose records from `from` to `to` are undelivered: exactly those, in order,
- * nothing reported torn or damaged (the old records of a segment written over are neither). */
-static pbsp_t *reopen_exactly(fixture_t *f, int from, int to) {
-    pbsp_recovery_t rec;
-    pbsp_t *sp = open_ok(f, &rec);
-    assert_int_equal(rec.records, to - from + 1);
-    assert_int_equal(rec.torn_bytes, 0);
-    assert_int_equal(rec.corrupt, 0);
-    for (int i = from; i <= to; i++) expect_next(sp, i);
-    expect_end(sp);
-    char corrupt[128];
-    snprintf(corrupt, sizeof corrupt, "%s/corrupt", f->dir);
-    assert_int_equal(count_files(corrupt, "seg-"), 0);
-    return sp;
-}
-
 static void test_spool_tick_starts_a_delivered_active_segment_over(void **state) {
     fixture_t *f = *state;
     pbsp_t *sp = open_ok(f, NULL);
@@ -439,7 +428,7 @@ static void test_spool_tick_starts_a_delivered_active_segment_over(void **state)
     expect_next(sp, 11);
     commit(sp);
     pbsp_close(sp); /* 10 and 11 undelivered, records 1..9 of before still in the file after them */
-    pbsp_close(reopen_exactly(f, 10, 11));
+    pbsp_close(reopen_whole(f, 10, 11));
 }
 
 static ino_t inode_of(const char *path) {
@@ -479,7 +468,7 @@ static void test_spool_reuses_a_delivered_segment_and_never_replays_its_old_reco
     assert_true(reused);
     for (int k = 200; k < i; k++) expect_next(sp, k);
     pbsp_close(sp); /* all undelivered */
-    sp = reopen_exactly(f, 200, i - 1);
+    sp = reopen_whole(f, 200, i - 1);
     pbsp_close(sp);
     assert_int_equal(count_files(f->dir, "spare"), 0);
 }
